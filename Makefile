@@ -1,0 +1,23 @@
+# `make demo` and `make test` are the two commands the README starts with.
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+
+.PHONY: setup demo test clean
+
+setup: $(VENV_STAMP)
+
+# Idempotent: re-runs pip only when the project's dependencies change.
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(VENV_STAMP)
+
+demo: setup
+	$(PY) -m hyperthumbnail.serving.demo
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,70 @@
+"""`hyperthumbnail train`: train (or resume) a model on a folder of images."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from . import CLIError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train or resume a model (resumes from RUN_DIR/last.pt if present)",
+        description="Train HyperThumbnail on a folder of photos. Checkpoints go to RUN_DIR/last.pt "
+        "(atomic, every --checkpoint-minutes); the CSV logs are RUN_DIR/log.csv and RUN_DIR/val.csv. "
+        "Re-running the same command resumes. Validation uses real .jpg bytes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data", default="../shared/datasets/train", help="training images (only train/ may be used)")
+    p.add_argument("--val-data", default="../shared/datasets/kodak", help="validation folder ('' to skip)")
+    p.add_argument("--val-limit", type=int, default=6, help="validate on the first N images (0 = all)")
+    p.add_argument("--run-dir", default="runs/x4", help="checkpoints and logs (git-ignored)")
+    p.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    p.add_argument("--steps", type=int, default=20000)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this much training time")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--warmup-crop", type=int, default=None, help="smaller crop for the first 30%% of training")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--target-bpp", type=float, default=0.30, help="whole-file bpp the rate multiplier aims at")
+    p.add_argument("--min-thumbnail-psnr", type=float, default=32.0, help="thumbnail floor (dB vs bicubic)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--val-every", type=int, default=1000)
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--export-weights", default=None, metavar="PATH",
+                   help="after training, write the EMA weights of best.pt (else last.pt) as fp16 safetensors + JSON card")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.objective import ObjectiveConfig
+    from ..training.train import Trainer, TrainConfig
+
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise CLIError("--device cuda requested but no CUDA GPU is visible to PyTorch")
+    cfg = TrainConfig(
+        data=args.data, run_dir=args.run_dir, val_data=args.val_data or None,
+        val_limit=args.val_limit or None, scale=args.scale, steps=args.steps, max_minutes=args.max_minutes,
+        batch=args.batch, crop=args.crop, warmup_crop=args.warmup_crop, lr=args.lr, seed=args.seed,
+        device=args.device, threads=args.threads, val_every=args.val_every,
+        checkpoint_minutes=args.checkpoint_minutes,
+        objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr),
+    )
+    trainer = Trainer(cfg)
+    trainer.run()
+    if args.export_weights:
+        from pathlib import Path
+
+        from ..weights import save_weights
+        from ..training.checkpoint import load_checkpoint_model
+        best = trainer.best_path if trainer.best_path.exists() else trainer.ckpt_path
+        save_weights(load_checkpoint_model(best), Path(args.export_weights), {
+            "checkpoint": best.name,
+            "steps": trainer.step, "train_minutes": round(trainer.elapsed / 60, 1), "data": args.data,
+        })
+        print(f"wrote {args.export_weights}")
+    return 0

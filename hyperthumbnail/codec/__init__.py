@@ -1,0 +1,36 @@
+"""Thumbnail .jpg files (DCT-level JPEG with a HyperThumbnail marker) and image I/O."""
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    ImageError,
+    check_size,
+    crop_to,
+    load_image,
+    pad_to_multiple,
+    save_image,
+)
+from .thumbnail import (
+    DEFAULT_MAX_HR_PIXELS,
+    SUPPORTED_SCALES,
+    Thumbnail,
+    ThumbnailError,
+    read_thumbnail,
+    thumbnail_size,
+    write_thumbnail,
+)
+
+__all__ = [
+    "DEFAULT_MAX_HR_PIXELS",
+    "DEFAULT_MAX_PIXELS",
+    "SUPPORTED_SCALES",
+    "ImageError",
+    "Thumbnail",
+    "ThumbnailError",
+    "check_size",
+    "crop_to",
+    "load_image",
+    "pad_to_multiple",
+    "read_thumbnail",
+    "save_image",
+    "thumbnail_size",
+    "write_thumbnail",
+]

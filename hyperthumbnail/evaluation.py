@@ -1,0 +1,51 @@
+"""Evaluate a model on images with real .jpg files: bpp of the whole file, HR PSNR/SSIM, and the
+thumbnail (as a JPEG viewer decodes it) against Pillow's bicubic downscale."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .codec.images import crop_to, load_image, pad_to_multiple
+from .codec.thumbnail import Thumbnail, write_thumbnail
+from .metrics import bpp as bits_per_pixel
+from .metrics import psnr
+from .model import HyperThumbnail
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.device | str = "cpu") -> dict[str, float]:
+    height, width = image.shape[:2]
+    s = model.scale
+    hr = to_tensor(pad_to_multiple(image, model.block)).to(device)
+    q, tables = model.encode(hr)
+    jpeg = write_thumbnail(Thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), s, (width, height)))
+    recon = crop_to(to_uint8(model.decode(q, tables)), width, height)
+    lw, lh = math.ceil(width / s), math.ceil(height / s)
+    thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # what any viewer shows
+    ref = np.asarray(Image.fromarray(image).resize((lw, lh), Image.BICUBIC))
+    return {
+        "bpp": bits_per_pixel(len(jpeg), width, height),
+        "psnr": psnr(recon, image),
+        "lr_psnr": psnr(thumb, ref),
+    }
+
+
+def evaluate_folder(model: HyperThumbnail, folder: str | Path, device: torch.device | str = "cpu",
+                    limit: int | None = None) -> dict[str, float]:
+    from .training.data import list_images
+
+    rows = [evaluate_image(model, load_image(p), device) for p in list_images(folder)[:limit]]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

@@ -1,0 +1,3 @@
+from .hyperthumbnail import HyperThumbnail, ModelConfig
+
+__all__ = ["HyperThumbnail", "ModelConfig"]

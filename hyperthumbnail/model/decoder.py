@@ -1,0 +1,42 @@
+"""Frequency-aware decoder: quantized DCT coefficients + tables -> HR RGB.
+
+Two paths meet at LR resolution: the JPEG-decoded thumbnail (dequantize -> IDCT -> RGB, what any
+viewer shows) and a coefficient branch that reads the 192 raw dequantized coefficients per block
+(EDSR, pixel-shuffle x8, output / 10). Their concatenation (27 ch) goes through an EDSR-lite
+that upsamples by the scale. A bicubic upsample of the thumbnail is added as a global skip, so
+the network learns only the detail bicubic misses (faster to train, same cost at inference);
+its last conv starts at zero, so an untrained decoder is exactly bicubic upscaling.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import EDSRLite
+from .dct import coefficients_to_image
+from .qpm import expand_tables
+
+# Dequantized coefficients span about +-1024*8; bring them near unit scale for the conv branch.
+COEF_BRANCH_INPUT_SCALE = 1.0 / 128.0
+
+
+class Decoder(nn.Module):
+    def __init__(self, scale: int = 4, feats: int = 24, blocks: int = 16, coef_feats: int = 24, coef_blocks: int = 16):
+        super().__init__()
+        self.scale = scale
+        self.coef_branch = EDSRLite(192, coef_feats, coef_feats, coef_blocks, upscale=8)
+        self.body = EDSRLite(3 + coef_feats, 3, feats, blocks, upscale=scale, zero_tail=True)
+
+    def thumbnail(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """What a JPEG viewer shows (before clamping): (B,3,8h,8w) in ~[0,1]."""
+        return coefficients_to_image(q * expand_tables(tables))
+
+    def forward(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """q: (B,3,64,h,w) quantized coefficients (float), tables: (B,2,64) -> (B,3,8hs,8ws)."""
+        coef = q * expand_tables(tables)
+        b, _, _, h, w = coef.shape
+        lr = coefficients_to_image(coef).clamp(0.0, 1.0)  # a JPEG decoder clamps too
+        freq = self.coef_branch(coef.reshape(b, 192, h, w) * COEF_BRANCH_INPUT_SCALE) / 10.0
+        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return up + self.body(torch.cat([lr, freq], dim=1))

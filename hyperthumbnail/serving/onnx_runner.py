@@ -1,0 +1,57 @@
+"""One exported ONNX graph run with onnxruntime on the CPU (used by the CPU model repository's
+Python-backend wrappers and by the in-process reference in the tests)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["OnnxRunner"]
+
+_ORT_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
+}
+
+
+class OnnxRunner:
+    """An onnxruntime session that takes Triton-shaped tensors by name.
+
+    Triton gives batch-only inputs (ONNX shape `(B,)`, e.g. `table_scale`) the shape `(B, 1)`
+    (config dims [1]); such inputs are squeezed to the graph's rank here.
+    """
+
+    def __init__(self, path: str | Path, intra_op_threads: int = 0,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(intra_op_threads)  # 0: one per physical core
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
+        self.inputs = {i.name: i for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _adapt(self, name: str, value: np.ndarray) -> np.ndarray:
+        spec = self.inputs[name]
+        value = np.asarray(value)
+        if len(spec.shape) == value.ndim - 1 and value.shape[-1] == 1:
+            value = value.reshape(value.shape[:-1])
+        dtype = _ORT_TO_NUMPY.get(spec.type)
+        if dtype is not None and value.dtype != dtype:
+            value = value.astype(dtype)
+        return np.ascontiguousarray(value)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = set(self.inputs) - set(feeds)
+        if missing:
+            raise ValueError(f"{self.path.name}: missing inputs {sorted(missing)}")
+        adapted = {name: self._adapt(name, feeds[name]) for name in self.inputs}
+        return dict(zip(self.output_names, self.session.run(self.output_names, adapted)))

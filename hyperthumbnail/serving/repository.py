@@ -1,0 +1,259 @@
+"""Build a servable Triton model repository from the `model_repository/` templates.
+
+The templates (committed) hold every config and the thin Python-backend `model.py` files; the
+neural graphs are not committed. `build_repository` copies the templates, writes the scale into
+the configs, exports the ONNX graphs into `encoder/1`, `qpm/1`, `decoder/1` and leaves a stamp
+(weights hash, scale, target, hash of templates and graph code) so a second call with the same
+inputs does nothing.
+
+Targets:
+* `cpu` (default): the embedded tritonserver from the nvidia-pytriton wheel, which has only the
+  Python backend; the neural models are Python-backend wrappers running onnxruntime.
+* `gpu`: for the NGC Triton container: the neural models become `platform: "onnxruntime_onnx"`
+  (or `"tensorrt_plan"` where a plan is given) with KIND_GPU instances; the JPEG and pixel steps
+  stay Python-backend models (they need `hyperthumbnail` installed in the container).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal, Mapping
+
+__all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_dir", "RepositoryError"]
+
+NEURAL_MODELS = ("encoder", "qpm", "decoder")
+SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode")  # carry a `scale` parameter
+STAMP_NAME = ".hyperthumbnail-build.json"
+DEFAULT_REPOSITORY = Path("build") / "model_repository"
+ENSEMBLE_MAX_BATCH = 8  # as in the templates
+_PACKAGE = Path(__file__).resolve().parents[1]
+_IGNORED = shutil.ignore_patterns("*.onnx", "*.plan", "__pycache__", "*.pyc", ".gitkeep")
+
+Target = Literal["cpu", "gpu"]
+
+
+class RepositoryError(RuntimeError):
+    """The repository cannot be built (templates or weights missing, export failed)."""
+
+
+def template_dir() -> Path:
+    """The committed `model_repository/` next to the package (a source checkout or editable install)."""
+    path = _PACKAGE.parent / "model_repository"
+    if not (path / "hyperthumbnail_encode" / "config.pbtxt").is_file():
+        raise RepositoryError(f"model repository templates not found at {path}; "
+                              "run from a source checkout of the project")
+    return path
+
+
+def _hash_files(paths: list[Path], root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _templates_hash(templates: Path) -> str:
+    files = [p for p in templates.rglob("*") if p.is_file() and p.suffix not in (".onnx", ".plan", ".pyc")
+             and "__pycache__" not in p.parts and p.name != ".gitkeep"]
+    return _hash_files(files, templates)
+
+
+def _code_hash() -> str:
+    """The code that shapes the exported graphs (a change there needs a re-export)."""
+    files = list((_PACKAGE / "model").glob("*.py")) + [_PACKAGE / "export" / "onnx_export.py"]
+    return _hash_files(files, _PACKAGE)
+
+
+def _model_hash(model) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode() + b"\0" + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _weights_identity(weights, scale: int) -> tuple[str, object]:
+    """(hash, what to export): a model instance is hashed by its tensors, a file by its bytes."""
+    from ..model import HyperThumbnail
+
+    if isinstance(weights, HyperThumbnail):
+        return "model:" + _model_hash(weights), weights
+    from ..weights import default_weights_path, file_sha256
+
+    path = Path(weights) if weights is not None else default_weights_path(scale)
+    if not path.is_file():
+        hint = "" if weights is not None else " (no shipped weights for this scale: pass --weights PATH)"
+        raise RepositoryError(f"weights not found: {path}{hint}")
+    return "file:" + file_sha256(path), path
+
+
+def set_parameter(config: str, key: str, value: str) -> str:
+    """Replace the string value of `parameters { key: "<key>" ... }` in a config.pbtxt text."""
+    pattern = re.compile(r'(parameters\s*\{\s*key:\s*"' + re.escape(key) + r'"\s*,?\s*value:\s*\{\s*string_value:\s*")[^"]*(")')
+    new, count = pattern.subn(lambda m: m.group(1) + value + m.group(2), config)
+    if count != 1:
+        raise RepositoryError(f"config has {count} '{key}' parameters, expected 1")
+    return new
+
+
+def _plan_paths(plans) -> dict[str, Path]:
+    if plans is None:
+        return {}
+    if isinstance(plans, Mapping):
+        found = {name: Path(path) for name, path in plans.items()}
+    else:
+        found = {name: Path(plans) / f"{name}.plan" for name in NEURAL_MODELS}
+        found = {name: path for name, path in found.items() if path.is_file()}
+    unknown = set(found) - set(NEURAL_MODELS)
+    missing = [str(p) for p in found.values() if not p.is_file()]
+    if unknown or missing:
+        raise RepositoryError(f"bad TensorRT plans: unknown models {sorted(unknown)}, missing files {missing}")
+    return found
+
+
+def read_stamp(repository: str | Path) -> dict | None:
+    try:
+        return json.loads((Path(repository) / STAMP_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _complete(repository: Path, plans: dict[str, Path]) -> bool:
+    for name in NEURAL_MODELS:
+        graph = "model.plan" if name in plans else "model.onnx"
+        if not (repository / name / "1" / graph).is_file():
+            return False
+    return all((repository / name / "config.pbtxt").is_file()
+               for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"))
+
+
+def build_repository(
+    out_dir: str | Path = DEFAULT_REPOSITORY,
+    weights=None,
+    scale: int = 4,
+    target: Target = "cpu",
+    *,
+    plans: str | Path | Mapping[str, str | Path] | None = None,
+    plan_max_batch: int | None = None,
+    rebuild: bool = False,
+    log=None,
+) -> Path:
+    """Build (or reuse) a model repository in `out_dir`; return its path.
+
+    weights: a `HyperThumbnail` instance, a weights/checkpoint path, or None for the shipped
+        weights of `scale` (`hyperthumbnail.weights.default_weights_path`).
+    plans (gpu only): a directory holding `<model>.plan` files, or {model: path}; those models
+        are served as `tensorrt_plan`, the others as `onnxruntime_onnx`.
+    plan_max_batch: the largest batch of the plans' optimization profile (default: the export
+        default, `hyperthumbnail.export.trt_build.DEFAULT_MAX_BATCH`); it caps max_batch_size.
+    rebuild: build even if the stamp says the repository is current.
+    log: optional callable receiving one-line progress messages.
+    """
+    if target not in ("cpu", "gpu"):
+        raise RepositoryError(f"target must be 'cpu' or 'gpu', got {target!r}")
+    if target == "cpu" and plans:
+        raise RepositoryError("TensorRT plans need the GPU target (--target gpu)")
+    say = log or (lambda message: None)
+    out_dir = Path(out_dir)
+    templates = template_dir()
+    plan_paths = _plan_paths(plans)
+    if plan_max_batch is None:
+        from ..export.trt_build import DEFAULT_MAX_BATCH
+
+        plan_max_batch = DEFAULT_MAX_BATCH
+    if plan_max_batch < 1:
+        raise RepositoryError(f"plan_max_batch must be >= 1, got {plan_max_batch}")
+    weights_hash, source = _weights_identity(weights, scale)
+    stamp = {
+        "format": 1,
+        "weights": weights_hash,
+        "scale": int(scale),
+        "target": target,
+        "templates": _templates_hash(templates),
+        "code": _code_hash(),
+        "plans": {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in sorted(plan_paths.items())},
+        "plan_max_batch": plan_max_batch if plan_paths else None,
+    }
+    if not rebuild and read_stamp(out_dir) == stamp and _complete(out_dir, plan_paths):
+        say(f"model repository {out_dir} is up to date")
+        return out_dir
+
+    from ..export.onnx_export import export_graph, load_export_model, write_manifest
+
+    model, _ = load_export_model(source, scale)
+    if model.scale != scale:
+        raise RepositoryError(f"the weights are for scale {model.scale}, not {scale}")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
+    staging.chmod(0o755)
+    try:
+        shutil.copytree(templates, staging, ignore=_IGNORED, dirs_exist_ok=True)
+        for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"):
+            (staging / name / "1").mkdir(exist_ok=True)  # ensembles need an (empty) version dir
+        for name in SCALED_MODELS:
+            config = staging / name / "config.pbtxt"
+            config.write_text(set_parameter(config.read_text(), "scale", str(scale)))
+        for name in NEURAL_MODELS:
+            say(f"exporting {name}.onnx")
+            export_graph(model, name, staging / name / "1" / "model.onnx")
+            if target == "gpu":
+                _make_gpu_model(staging / name, plan_paths.get(name), plan_max_batch)
+        if plan_paths and plan_max_batch < ENSEMBLE_MAX_BATCH:
+            # An ensemble may not take larger batches than any of its steps.
+            for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"):
+                config = staging / name / "config.pbtxt"
+                config.write_text(set_max_batch_size(config.read_text(), plan_max_batch))
+        write_manifest(model, staging, weights_sha256=weights_hash.split(":", 1)[1])
+        (staging / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
+        _replace_dir(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    say(f"model repository ready in {out_dir} ({target}, scale {scale})")
+    return out_dir
+
+
+def set_max_batch_size(config: str, max_batch: int) -> str:
+    """Lower `max_batch_size` (and drop preferred batch sizes above it) in a config.pbtxt text."""
+    config, count = re.subn(r"max_batch_size:\s*\d+", f"max_batch_size: {max_batch}", config)
+    if count != 1:
+        raise RepositoryError(f"config has {count} max_batch_size fields, expected 1")
+
+    def preferred(match: re.Match) -> str:
+        sizes = [int(v) for v in re.findall(r"\d+", match.group(1)) if int(v) <= max_batch] or [max_batch]
+        return "preferred_batch_size: [ " + ", ".join(map(str, sizes)) + " ]"
+
+    return re.sub(r"preferred_batch_size:\s*\[([^\]]*)\]", preferred, config)
+
+
+def _make_gpu_model(model_dir: Path, plan: Path | None, plan_max_batch: int = 2) -> None:
+    """Python-onnxruntime wrapper -> native onnxruntime_onnx (or tensorrt_plan) model on KIND_GPU.
+
+    A plan only accepts the batch sizes of its optimization profile, so a tensorrt_plan model's
+    max_batch_size is the profile's largest batch (`hyperthumbnail export --max-batch`)."""
+    config = (model_dir / "configs" / "gpu.pbtxt").read_text()
+    if plan is not None:
+        config = config.replace('platform: "onnxruntime_onnx"', 'platform: "tensorrt_plan"')
+        config = set_max_batch_size(config, plan_max_batch)
+        shutil.copyfile(plan, model_dir / "1" / "model.plan")
+        (model_dir / "1" / "model.onnx").unlink()
+    (model_dir / "config.pbtxt").write_text(config)
+    (model_dir / "1" / "model.py").unlink()
+    shutil.rmtree(model_dir / "configs")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap `new` into place at `target` (the old tree, if any, is removed afterwards)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,144 @@
+"""The non-neural steps around the ONNX graphs, shared by the Triton Python backends and the
+in-process pipeline so that a served `.jpg` is byte-identical to one made in-process.
+
+Single-image functions (`preprocess`, `postprocess`, `encode_thumbnail`, `decode_thumbnail`) hold
+the logic; the `*_batch` variants apply them along the leading batch axis that Triton requests
+carry (a request's images all share one shape, so batches stack).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codec.images import DEFAULT_MAX_PIXELS, ImageError, check_size, crop_to, pad_to_multiple
+from ..codec.thumbnail import Thumbnail, ThumbnailError, read_thumbnail, write_thumbnail
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "StepError",
+    "decode_thumbnail",
+    "decode_thumbnail_batch",
+    "encode_thumbnail",
+    "encode_thumbnail_batch",
+    "postprocess",
+    "postprocess_batch",
+    "preprocess",
+    "preprocess_batch",
+]
+
+
+class StepError(ValueError):
+    """A request the step cannot serve (bad shape, size, bytes); the message is for the client."""
+
+
+# ----------------------------------------------------------------------------- pixels
+
+
+def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+               ) -> tuple[np.ndarray, tuple[int, int]]:
+    """HxWx3 uint8 RGB -> ((3, H', W') float32 in [0, 1] edge-padded to multiples of 8*scale, (W, H))."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise StepError(f"expected an HxWx3 RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise StepError(f"expected uint8 pixels, got {image.dtype}")
+    height, width = image.shape[:2]
+    try:
+        check_size(width, height, max_pixels)
+    except ImageError as exc:
+        raise StepError(str(exc)) from exc
+    padded = pad_to_multiple(image, 8 * scale)
+    chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
+    chw /= np.float32(255.0)
+    return chw, (width, height)
+
+
+def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
+    """(3, H', W') float in [0, 1] -> HxWx3 uint8 cropped to exactly hr_size = (W, H)."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise StepError(f"expected a (3, H, W) image, got shape {image.shape}")
+    width, height = int(hr_size[0]), int(hr_size[1])
+    try:
+        cropped = crop_to(image.transpose(1, 2, 0), width, height)
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
+    pixels = np.multiply(cropped.transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)  # (3, H, W) copy
+    np.rint(pixels, out=pixels)
+    np.fmax(pixels, 0, out=pixels)  # fmax also maps NaN to 0
+    np.minimum(pixels, 255, out=pixels)
+    return np.ascontiguousarray(pixels.astype(np.uint8).transpose(1, 2, 0))
+
+
+# ----------------------------------------------------------------------------- JPEG entropy coding
+
+
+def encode_thumbnail(quantized: np.ndarray, tables: np.ndarray, hr_size: tuple[int, int], scale: int) -> bytes:
+    """Quantized coefficients (3, 64, h, w) + tables (2, 64) (any integer dtype) -> .jpg bytes."""
+    thumb = Thumbnail(coefficients=np.asarray(quantized), tables=np.asarray(tables), scale=int(scale),
+                      hr_size=(int(hr_size[0]), int(hr_size[1])))
+    try:
+        return write_thumbnail(thumb)
+    except ValueError as exc:  # ThumbnailError is a ValueError too
+        raise StepError(f"cannot write the thumbnail: {exc}") from exc
+
+
+def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """.jpg bytes -> (quantized int32 (3, 64, h, w), tables int32 (2, 64), (W, H)).
+
+    `scale`: the scale the decoder was built for; a thumbnail made at another scale is refused.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise StepError(f"expected thumbnail bytes, got {type(data).__name__}")
+    try:
+        thumb = read_thumbnail(bytes(data), **({} if max_pixels is None else {"max_hr_pixels": max_pixels}))
+    except ThumbnailError as exc:
+        raise StepError(str(exc)) from exc
+    if scale is not None and thumb.scale != scale:
+        raise StepError(f"the thumbnail was made at scale {thumb.scale}, this decoder rebuilds scale {scale}")
+    return thumb.coefficients.astype(np.int32), thumb.tables.astype(np.int32), tuple(thumb.hr_size)
+
+
+# ----------------------------------------------------------------------------- batched (Triton tensors)
+
+
+def _stack(items: list[np.ndarray], what: str) -> np.ndarray:
+    shapes = {item.shape for item in items}
+    if len(shapes) > 1:
+        raise StepError(f"the {what} in one request differ in size ({sorted(shapes)}); send them as separate requests")
+    return np.stack(items)
+
+
+def preprocess_batch(images: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(B, H, W, 3) uint8 -> ((B, 3, H', W') float32, HR sizes (B, 2) int32 as (W, H))."""
+    if images.ndim != 4:
+        raise StepError(f"expected a (batch, H, W, 3) image tensor, got shape {images.shape}")
+    out = [preprocess(image, scale, max_pixels) for image in images]
+    return np.stack([o[0] for o in out]), np.array([o[1] for o in out], dtype=np.int32).reshape(-1, 2)
+
+
+def postprocess_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
+    """(B, 3, H', W') float + (B, 2) sizes -> (B, H, W, 3) uint8 (all sizes in a request must agree)."""
+    if len(images) != len(hr_sizes):
+        raise StepError(f"{len(images)} images but {len(hr_sizes)} HR sizes")
+    return _stack([postprocess(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
+
+
+def encode_thumbnail_batch(quantized: np.ndarray, tables: np.ndarray, hr_sizes: np.ndarray, scale: int) -> np.ndarray:
+    """(B, 3, 64, h, w), (B, 2, 64), (B, 2) -> (B, 1) object array of .jpg bytes."""
+    if not len(quantized) == len(tables) == len(hr_sizes):
+        raise StepError("quantized, tables and HR sizes disagree on the batch size")
+    data = [encode_thumbnail(q, t, s, scale) for q, t, s in zip(quantized, tables, hr_sizes)]
+    return np.array(data, dtype=np.object_).reshape(-1, 1)
+
+
+def decode_thumbnail_batch(thumbnails: np.ndarray, scale: int | None = None,
+                           max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(B, 1) object array of .jpg bytes -> (B, 3, 64, h, w) int32, (B, 2, 64) int32, (B, 2) int32."""
+    items = np.asarray(thumbnails, dtype=np.object_).reshape(len(thumbnails), -1)
+    if items.shape[1] != 1:
+        raise StepError(f"expected one thumbnail per batch item, got shape {thumbnails.shape}")
+    decoded = [decode_thumbnail(item, scale, max_pixels) for item in items[:, 0]]
+    quantized = _stack([d[0] for d in decoded], "thumbnails")
+    return quantized, np.stack([d[1] for d in decoded]), np.array([d[2] for d in decoded], dtype=np.int32)

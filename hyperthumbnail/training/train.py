@@ -1,0 +1,267 @@
+"""The training loop: resumable, time-boxed, logged to CSV, validated on real .jpg bytes."""
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..model import HyperThumbnail, ModelConfig
+from .calibration import real_scan_bits
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ImageBank
+from .objective import ObjectiveConfig, RateDistortionObjective
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/datasets/train"
+    run_dir: str = "runs/x4"
+    val_data: str | None = "../shared/datasets/kodak"  # the declared validation set
+    val_limit: int | None = 6
+    scale: int = 4
+    steps: int = 20000
+    max_minutes: float | None = None
+    batch: int = 8
+    crop: int = 128
+    warmup_crop: int | None = None  # smaller crops for the first `warmup_crop_frac` of training
+    warmup_crop_frac: float = 0.3
+    lr: float = 5e-4
+    rate_model_lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 200
+    grad_clip: float = 5.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = None
+    amp: bool = True                 # bf16 autocast on CUDA only
+    checkpoint_minutes: float = 3.0
+    val_every: int = 1000
+    calib_every: int = 50
+    log_every: int = 20
+    select_max_bpp: float = 0.32
+    select_min_thumbnail_psnr: float = 31.0
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda":
+            # TF32 would perturb the DCT (see model/precision.py); speed comes from bf16 autocast.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(cfg.seed)
+        self.model = HyperThumbnail(ModelConfig(**{**asdict(cfg.model), "scale": cfg.scale})).to(self.device)
+        self.ema = HyperThumbnail(self.model.config).to(self.device).eval()
+        self.ema.load_state_dict(self.model.state_dict())
+        self.objective = RateDistortionObjective(cfg.objective).to(self.device)
+        # The rate model learns the coefficients' density from its own loss (bits of detached
+        # symbols), so its fit does not depend on the rate multiplier (as CompressAI's aux loss).
+        rate_params = set(self.model.rate_model.parameters())
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p not in rate_params], lr=cfg.lr)
+        self.rate_opt = torch.optim.Adam(self.model.rate_model.parameters(), lr=cfg.rate_model_lr)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.skipped = 0
+        self.loss_ema: float | None = None
+        self.best_score = -math.inf
+        self.calibrated = False
+        self.elapsed = 0.0  # training seconds across resumes
+        self.run_dir = Path(cfg.run_dir)
+        self.ckpt_path = self.run_dir / "last.pt"
+        self.best_path = self.run_dir / "best.pt"
+        self.log_path = self.run_dir / "log.csv"
+        self.val_path = self.run_dir / "val.csv"
+
+    # --- schedule -------------------------------------------------------------------------
+    def progress(self) -> float:
+        p = self.step / self.cfg.steps
+        if self.cfg.max_minutes:
+            p = max(p, self.elapsed / (60 * self.cfg.max_minutes))
+        return min(p, 1.0)
+
+    def lr_now(self) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (self.step + 1) / cfg.warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return warm * (cfg.min_lr + (cfg.lr - cfg.min_lr) * cosine)
+
+    def crop_now(self) -> int:
+        cfg = self.cfg
+        if cfg.warmup_crop and self.progress() < cfg.warmup_crop_frac:
+            return cfg.warmup_crop
+        return cfg.crop
+
+    # --- state ----------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(), "rate_optimizer": self.rate_opt.state_dict(), "objective": self.objective.state_dict(),
+            "step": self.step, "elapsed": self.elapsed, "best_score": self.best_score,
+            "rng_torch": torch.get_rng_state(), "rng_sampler": self.generator.get_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
+            "model_config": self.model.config.to_dict(),
+            "train_config": {k: v for k, v in asdict(self.cfg).items() if not isinstance(v, dict)},
+        }
+
+    def resume(self, path: Path | None = None) -> bool:
+        path = path or self.ckpt_path
+        if not path.exists():
+            return False
+        s = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(s["model"])
+        self.ema.load_state_dict(s["ema"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.rate_opt.load_state_dict(s["rate_optimizer"])
+        self.objective.load_state_dict(s["objective"])
+        self.step, self.elapsed = int(s["step"]), float(s["elapsed"])
+        self.best_score = float(s.get("best_score", -math.inf))
+        self.calibrated = True
+        torch.set_rng_state(s["rng_torch"].cpu())
+        self.generator.set_state(s["rng_sampler"].cpu())
+        if self.device.type == "cuda" and s["rng_cuda"].numel():
+            torch.cuda.set_rng_state(s["rng_cuda"].cpu())
+        return True
+
+    def save(self) -> None:
+        save_checkpoint(self.ckpt_path, self.state())
+
+    # --- loop -----------------------------------------------------------------------------
+    def train_step(self, bank: ImageBank) -> dict[str, float]:
+        cfg = self.cfg
+        hr = bank.sample(cfg.batch, self.crop_now(), self.generator)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_now()
+        amp = cfg.amp and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            out = self.model(hr)
+        loss, stats = self.objective(out, hr)
+        if self._is_spike(loss.item()):
+            # One bad batch at a high learning rate once wrecked a run; skip such steps.
+            self.skipped += 1
+            return {**stats, "skipped": 1.0, "lr": self.lr_now()}
+        self.opt.zero_grad(set_to_none=True)
+        self.rate_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.opt.param_groups[0]["params"], cfg.grad_clip)
+        self.opt.step()
+        self.rate_opt.zero_grad(set_to_none=True)
+        density_bpp = self.model.rate_model.bits(out["symbols"].detach()).sum() / (hr.numel() / 3)
+        density_bpp.backward()
+        self.rate_opt.step()
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                e.lerp_(p, 1 - cfg.ema_decay)
+        if self.step % cfg.calib_every == 0:
+            stats.update(self.calibrate(out))
+        stats["lr"] = self.lr_now()
+        return stats
+
+    def _is_spike(self, loss: float) -> bool:
+        if not math.isfinite(loss):
+            return True
+        if self.loss_ema is None or self.step < self.cfg.warmup_steps:
+            self.loss_ema = loss if self.loss_ema is None else 0.98 * self.loss_ema + 0.02 * loss
+            return False
+        if loss > 4.0 * self.loss_ema:
+            return True
+        self.loss_ema = 0.98 * self.loss_ema + 0.02 * loss
+        return False
+
+    @torch.no_grad()
+    def calibrate(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Update the real-bytes / proxy ratio from this batch's actual Huffman-coded scans."""
+        real = real_scan_bits(out["q"], out["tables"], self.cfg.scale).sum()
+        proxy = float(out["bits"].sum())
+        ratio = real / max(proxy, 1.0)
+        cal = self.objective.rate_calibration
+        if not self.calibrated:
+            cal.fill_(ratio)  # first measurement: trust it fully
+            self.calibrated = True
+        else:
+            cal.mul_(0.8).add_(0.2 * ratio)
+        return {"calib_ratio": ratio}
+
+    def validate(self) -> dict[str, float] | None:
+        if not self.cfg.val_data:
+            return None
+        from ..evaluation import evaluate_folder
+
+        return evaluate_folder(self.ema, self.cfg.val_data, self.device, self.cfg.val_limit)
+
+    def run(self) -> None:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        bank = ImageBank(cfg.data, self.device, min_side=max(cfg.crop, cfg.warmup_crop or 0))
+        fields = ["step", "elapsed_s", "lr", "crop", "loss", "l1", "hr_psnr", "thumb_psnr", "bpp_est",
+                  "w_rate", "w_guide", "calib_ratio", "rate_calibration", "skipped"]
+        log_new = not self.log_path.exists()
+        logf = open(self.log_path, "a", newline="")
+        log = csv.DictWriter(logf, fieldnames=fields, extrasaction="ignore")
+        if log_new:
+            log.writeheader()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True)
+        if resumed:
+            bar.write(f"resumed from {self.ckpt_path} at step {self.step} ({self.elapsed / 60:.1f} min trained)")
+        last_ckpt = time.monotonic()
+        t0 = time.monotonic() - self.elapsed
+        acc: dict[str, list[float]] = {}
+        try:
+            while self.step < cfg.steps and (not cfg.max_minutes or self.elapsed < 60 * cfg.max_minutes):
+                stats = self.train_step(bank)
+                self.step += 1
+                self.elapsed = time.monotonic() - t0
+                for k, v in stats.items():
+                    acc.setdefault(k, []).append(v)
+                if self.step % cfg.log_every == 0:
+                    row = {k: float(np.mean(v)) for k, v in acc.items()}
+                    row.update(step=self.step, elapsed_s=round(self.elapsed, 1), crop=self.crop_now(),
+                               rate_calibration=float(self.objective.rate_calibration))
+                    log.writerow(row)
+                    logf.flush()
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['hr_psnr']:.2f}",
+                                    thumb=f"{row['thumb_psnr']:.1f}", bpp=f"{row['bpp_est']:.3f}")
+                    acc = {}
+                bar.update(1)
+                if self.step % cfg.val_every == 0:
+                    self._log_validation(bar)
+                if time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes:
+                    self.save()
+                    last_ckpt = time.monotonic()
+        finally:
+            self.save()
+            logf.close()
+            bar.close()
+        self._log_validation(None)
+
+    def _log_validation(self, bar: tqdm | None) -> None:
+        val = self.validate()
+        if val is None:
+            return
+        new = not self.val_path.exists()
+        with open(self.val_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["step", "elapsed_s", *val])
+            if new:
+                w.writeheader()
+            w.writerow({"step": self.step, "elapsed_s": round(self.elapsed, 1), **val})
+        # best.pt: highest HR PSNR among validations that meet the product's constraints
+        # (Kodak, the declared validation set, is the only set used to pick a checkpoint).
+        ok = val["bpp"] <= self.cfg.select_max_bpp and val["lr_psnr"] >= self.cfg.select_min_thumbnail_psnr
+        if ok and val["psnr"] > self.best_score:
+            self.best_score = val["psnr"]
+            save_checkpoint(self.best_path, self.state())
+        msg = f"step {self.step}: val bpp {val['bpp']:.4f}  HR {val['psnr']:.2f} dB  thumb {val['lr_psnr']:.2f} dB"
+        (bar.write if bar else print)(msg)

@@ -1,0 +1,61 @@
+"""Shipped weights: fp16 safetensors + a JSON card (config, command, data, Kodak numbers).
+
+safetensors holds tensors only, so loading never unpickles anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import HyperThumbnail, ModelConfig
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def default_weights_path(scale: int = 4) -> Path:
+    return WEIGHTS_DIR / f"hyperthumbnail_x{scale}.safetensors"
+
+
+def card_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def inference_state(model: HyperThumbnail) -> dict[str, torch.Tensor]:
+    """Weights needed at inference (the rate model is a training-time proxy only)."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("rate_model.")}
+
+
+def save_weights(model: HyperThumbnail, path: Path, card: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
+             for k, v in inference_state(model).items()}
+    save_file(state, str(path), metadata={"config": json.dumps(model.config.to_dict())})
+    card_path(path).write_text(json.dumps({"config": model.config.to_dict(), **card}, indent=2) + "\n")
+
+
+def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail:
+    """Load shipped (or given) weights in float32, eval mode."""
+    path = Path(path) if path is not None else default_weights_path(scale)
+    if not path.exists():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if path.suffix == ".pt":  # a training checkpoint
+        from .training.checkpoint import load_checkpoint_model
+        return load_checkpoint_model(path)
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        config = ModelConfig(**json.loads(f.metadata()["config"]))
+    model = HyperThumbnail(config)
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("rate_model.")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
