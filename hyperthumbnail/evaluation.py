@@ -3,13 +3,13 @@ thumbnail (as a JPEG viewer decodes it) against Pillow's bicubic downscale."""
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .benchmarks.jpeg import bicubic_downscale
 from .codec.images import crop_to, load_image, pad_to_multiple
 from .codec.thumbnail import Thumbnail, write_thumbnail
 from .metrics import bpp as bits_per_pixel
@@ -33,9 +33,8 @@ def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.devic
     q, tables = model.encode(hr)
     jpeg = write_thumbnail(Thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), s, (width, height)))
     recon = crop_to(to_uint8(model.decode(q, tables)), width, height)
-    lw, lh = math.ceil(width / s), math.ceil(height / s)
     thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # what any viewer shows
-    ref = np.asarray(Image.fromarray(image).resize((lw, lh), Image.BICUBIC))
+    ref = bicubic_downscale(image, s)
     return {
         "bpp": bits_per_pixel(len(jpeg), width, height),
         "psnr": psnr(recon, image),

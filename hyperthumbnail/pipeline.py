@@ -61,15 +61,24 @@ class Pipeline:
         self.scale = self.model.scale
 
     # ------------------------------------------------------------------ neural steps
-    def _quantize(self, image_f32: np.ndarray, table_scale: float) -> tuple[np.ndarray, np.ndarray]:
-        batch = image_f32[None]
+    def _coefficients(self, image_f32: np.ndarray) -> np.ndarray:
+        """(3, H', W') float32 -> the encoder's unquantized DCT coefficients (3, 64, h, w) float32."""
         if self.runtime == "onnx":
-            coef = self.graphs["encoder"].run({"image": batch})["coefficients"]
-            out = self.graphs["qpm"].run({"coefficients": coef, "table_scale": np.array([table_scale], np.float32)})
+            return self.graphs["encoder"].run({"image": image_f32[None]})["coefficients"][0]
+        import torch
+        from .model.dct import image_to_coefficients
+        with torch.no_grad():
+            return image_to_coefficients(self.model.encoder(torch.from_numpy(image_f32[None])))[0].numpy()
+
+    def _quantize(self, coefficients: np.ndarray, table_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        if self.runtime == "onnx":
+            out = self.graphs["qpm"].run({"coefficients": coefficients[None],
+                                          "table_scale": np.array([table_scale], np.float32)})
             return out["quantized"][0], out["tables"][0]
         import torch
-        q, tables = self.model.encode(torch.from_numpy(batch), table_scale)
-        return q[0].numpy(), tables[0].numpy()
+        with torch.no_grad():
+            q, tables = self.model.quantize(torch.from_numpy(coefficients[None]), table_scale)
+        return q[0].numpy().astype(np.int16), tables[0].numpy().astype(np.uint8)
 
     def _reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
         if self.runtime == "onnx":
@@ -78,12 +87,24 @@ class Pipeline:
         return self.model.decode(torch.from_numpy(quantized[None]), torch.from_numpy(tables[None]))[0].numpy()
 
     # ------------------------------------------------------------------ public API
-    def encode(self, image: np.ndarray, table_scale: float = 1.0, max_pixels: int | None = None) -> bytes:
-        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes."""
+    def analyze(self, image: np.ndarray, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """HxWx3 uint8 RGB -> (unquantized coefficients (3, 64, h, w) float32, HR size (W, H)).
+
+        The expensive, table-independent half of `encode`: rate control runs it once and then
+        `quantize_and_write` once per probed table scale.
+        """
         kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
         chw, hr_size = preprocess(image, self.scale, **kwargs)
-        quantized, tables = self._quantize(chw, table_scale)
+        return self._coefficients(chw), hr_size
+
+    def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
+        """QPM tables (times `table_scale`), quantization and entropy coding -> .jpg bytes."""
+        quantized, tables = self._quantize(coefficients, table_scale)
         return encode_thumbnail(quantized, tables, hr_size, self.scale)
+
+    def encode(self, image: np.ndarray, table_scale: float = 1.0, max_pixels: int | None = None) -> bytes:
+        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
+        return self.quantize_and_write(*self.analyze(image, max_pixels), table_scale)
 
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of exactly the original size."""

@@ -49,11 +49,15 @@ def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail
     if path.suffix == ".pt":  # a training checkpoint
         from .training.checkpoint import load_checkpoint_model
         return load_checkpoint_model(path)
-    from safetensors import safe_open
-    with safe_open(str(path), framework="pt") as f:
-        config = ModelConfig(**json.loads(f.metadata()["config"]))
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            config = ModelConfig(**json.loads((f.metadata() or {})["config"]))
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+    except (SafetensorError, KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{path}: not a HyperThumbnail weights file (.safetensors with a 'config' "
+                         f"entry in its metadata): {type(exc).__name__}: {exc}") from exc
     model = HyperThumbnail(config)
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("rate_model.")]
     if missing or unexpected:

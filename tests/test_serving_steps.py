@@ -169,8 +169,10 @@ def test_template_configs_parse_and_ensembles_are_wired(gpu):
 def test_interface_of_the_ensembles():
     models = configs(repository.template_dir(), gpu=False)
     enc, dec = models["hyperthumbnail_encode"], models["hyperthumbnail_decode"]
-    uint8, string = model_config_pb2.TYPE_UINT8, model_config_pb2.TYPE_STRING
-    assert [(t.name, t.data_type, list(t.dims)) for t in enc.input] == [("IMAGE", uint8, [-1, -1, 3])]
+    uint8, string, fp32 = model_config_pb2.TYPE_UINT8, model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
+    # IMAGE, plus the optional rate-control input (requests without it keep working)
+    assert [(t.name, t.data_type, list(t.dims), t.optional) for t in enc.input] == [
+        ("IMAGE", uint8, [-1, -1, 3], False), ("TABLE_SCALE", fp32, [1], True)]
     assert [(t.name, t.data_type, list(t.dims)) for t in enc.output] == [("THUMBNAIL", string, [1])]
     assert [(t.name, t.data_type, list(t.dims)) for t in dec.input] == [("THUMBNAIL", string, [1])]
     assert [(t.name, t.data_type, list(t.dims)) for t in dec.output] == [("IMAGE", uint8, [-1, -1, 3])]

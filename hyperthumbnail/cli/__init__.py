@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         code = exc.exit_code if isinstance(exc, CLIError) else 1
         name = "" if isinstance(exc, CLIError) else f"{type(exc).__name__}: "
-        print(f"hyperthumbnail {args.command}: error: {name}{exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, even for multi-line library messages
+        print(f"hyperthumbnail {args.command}: error: {name}{message}", file=sys.stderr)
         return code
 
 

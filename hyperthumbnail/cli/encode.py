@@ -5,7 +5,7 @@ import argparse
 import time
 from pathlib import Path
 
-from . import CLIError
+from . import CLIError, batch, rate_options
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -32,26 +32,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         "composited over white) into a standard JPEG thumbnail SCALE times smaller per side, from which "
         "`decode` rebuilds the full photo. Prints the bitrate (8 * file bytes / input pixels) and time.",
     )
-    p.add_argument("input", help="input image file")
-    p.add_argument("-o", "--output", required=True, help="output .jpg path")
+    p.add_argument("input", help="input image file, or a folder of images (then -o is a folder)")
+    p.add_argument("-o", "--output", required=True, help="output .jpg path (folder mode: output folder)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=4, help="downscaling factor per side")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse larger photos (default 40000000; Pillow refuses above 178956970 regardless)")
     add_runtime_options(p)
+    batch.add_server_options(p)
+    rate_options.add_rate_options(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..codec.images import load_image
+    rate_options.check_rate_options(args)
+    if batch.wanted(args):  # --url and/or a folder
+        return batch.run_batch(args, "encode")
+    from ..codec.images import DEFAULT_MAX_PIXELS, ImageError, load_image
     from ..metrics import bpp
+    from ..serving.steps import StepError
 
-    image = load_image(args.input)
+    max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
+    try:
+        image = load_image(args.input, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise CLIError(str(exc)) from exc
     pipeline = make_pipeline(args, args.scale)
     if pipeline.scale != args.scale:
         raise CLIError(f"the weights are for scale {pipeline.scale}, not {args.scale}")
     start = time.perf_counter()
-    data = pipeline.encode(image)
+    try:
+        encoder = rate_options.RateControlledEncoder(pipeline, args, max_pixels)
+        data = encoder.encode(image)
+    except StepError as exc:
+        raise CLIError(f"{args.input}: {exc}") from exc
     elapsed = time.perf_counter() - start
-    Path(args.output).write_bytes(data)
+    try:
+        Path(args.output).write_bytes(data)
+    except OSError as exc:
+        raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     h, w = image.shape[:2]
     print(f"{args.output}: {len(data)} bytes, {bpp(len(data), w, h):.4f} bpp for {w}x{h}, "
-          f"encoded in {elapsed * 1e3:.0f} ms ({args.runtime})")
+          f"encoded in {elapsed * 1e3:.0f} ms ({args.runtime})" + (f"; {encoder.note}" if encoder.note else ""))
     return 0

@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--init-weights", default=None, metavar="PATH",
+                   help="start a new run from these weights (e.g. the shipped ones); ignored when resuming")
     p.add_argument("--export-weights", default=None, metavar="PATH",
                    help="after training, write the EMA weights of best.pt (else last.pt) as fp16 safetensors + JSON card")
     p.set_defaults(func=run)
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         val_limit=args.val_limit or None, scale=args.scale, steps=args.steps, max_minutes=args.max_minutes,
         batch=args.batch, crop=args.crop, warmup_crop=args.warmup_crop, lr=args.lr, seed=args.seed,
         device=args.device, threads=args.threads, val_every=args.val_every,
-        checkpoint_minutes=args.checkpoint_minutes,
+        checkpoint_minutes=args.checkpoint_minutes, init_weights=args.init_weights,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr),
     )
     trainer = Trainer(cfg)

@@ -79,8 +79,8 @@ def load_image(source: str | Path | bytes,
                 check_size(im.width, im.height, max_pixels)
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
-        except ImageError:
-            raise
+        except ImageError as exc:  # the size check: say which file
+            raise ImageError(f"{name}: {exc}") from exc
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise ImageError(f"cannot read image {name}: {exc}") from exc
     return np.ascontiguousarray(rgb, dtype=np.uint8)

@@ -37,6 +37,7 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_MAX_HR_PIXELS",
+    "MAX_JPEG_SIDE",
     "SUPPORTED_SCALES",
     "Thumbnail",
     "ThumbnailError",
@@ -57,7 +58,7 @@ _CRC_OFFSET = _PAYLOAD.size - 4
 # (libjpeg's MAX_COEF_BITS); anything larger makes libjpeg abort the write.
 _MAX_DC_DIFF = 2047
 _MAX_AC = 1023
-_MAX_JPEG_SIDE = 65535  # 16-bit size fields in SOF
+MAX_JPEG_SIDE = 65535  # 16-bit size fields in SOF: the largest thumbnail side
 _MAX_HEADER_SEGMENTS = 32  # jpeglib keeps at most 50 APPn/COM markers in fixed C arrays
 
 _SOI, _EOI, _SOS, _DQT = 0xD8, 0xD9, 0xDA, 0xDB
@@ -116,9 +117,9 @@ def _check_for_writing(thumb: Thumbnail) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"hr_size must be (width, height) integers, got {thumb.hr_size!r}")
     if not all(1 <= s <= 0xFFFFFFFF for s in hr_size):
         raise ValueError(f"hr_size {hr_size} out of range: each side must be in [1, 2**32-1]")
-    if max(thumbnail_size(hr_size, thumb.scale)) > _MAX_JPEG_SIDE:
+    if max(thumbnail_size(hr_size, thumb.scale)) > MAX_JPEG_SIDE:
         raise ValueError(f"thumbnail of {hr_size} at scale {thumb.scale} exceeds JPEG's "
-                         f"{_MAX_JPEG_SIDE}-pixel side limit")
+                         f"{MAX_JPEG_SIDE}-pixel side limit")
 
     coef = np.asarray(thumb.coefficients)
     rows, cols = _block_grid(hr_size, thumb.scale)
@@ -235,7 +236,9 @@ def _parse_marker(segments: list[_Segment], max_hr_pixels: int) -> tuple[_Segmen
     """Validate our APP15 segment; return (segment, scale, width, height)."""
     ours = [s for s in segments if s.code == _APP15 and s.payload.startswith(MARKER_TAG)]
     if not ours:
-        raise ThumbnailError("not a HyperThumbnail file: the APP15 'HYPERTHUMB' marker is missing")
+        raise ThumbnailError("not a HyperThumbnail file: the APP15 'HYPERTHUMB' marker is missing, so this "
+                             "is an ordinary JPEG; make a HyperThumbnail from the photo with "
+                             "`hyperthumbnail encode` first")
     if len(ours) > 1:
         raise ThumbnailError("corrupt HyperThumbnail file: more than one HYPERTHUMB marker")
     payload = ours[0].payload

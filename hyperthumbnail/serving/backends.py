@@ -42,7 +42,9 @@ class _PythonModel:
         return int(value) if value.strip() else default
 
     def inputs_of(self, request) -> dict[str, np.ndarray]:
-        return {name: pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in self.input_names}
+        """The request's tensors by name; an optional input the request left out is absent."""
+        tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.input_names}
+        return {name: tensor.as_numpy() for name, tensor in tensors.items() if tensor is not None}
 
     def response(self, outputs: dict[str, np.ndarray]):
         tensors = [pb_utils.Tensor(name, np.ascontiguousarray(value, dtype=self.output_dtypes[name]))
@@ -78,7 +80,8 @@ class _PythonModel:
 
 
 class PreprocessModel(_PythonModel):
-    """IMAGE uint8 (B, H, W, 3) -> IMAGE_F32 (B, 3, H', W') padded, HR_SIZE (B, 2), TABLE_SCALE (B, 1)."""
+    """IMAGE uint8 (B, H, W, 3) [+ optional TABLE_SCALE (B, 1)] -> IMAGE_F32 (B, 3, H', W') padded,
+    HR_SIZE (B, 2), TABLE_SCALE (B, 1) (the `table_scale` parameter where the request has none)."""
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
@@ -87,7 +90,10 @@ class PreprocessModel(_PythonModel):
 
     def run(self, inputs):
         image, hr_size = steps.preprocess_batch(inputs["IMAGE"], self.scale, self.max_pixels)
-        table_scale = np.full((len(image), 1), self.table_scale, dtype=np.float32)
+        if "TABLE_SCALE" in inputs:  # optional: the client's rate control
+            table_scale = steps.check_table_scale(inputs["TABLE_SCALE"], len(image))
+        else:
+            table_scale = np.full((len(image), 1), self.table_scale, dtype=np.float32)
         return {"IMAGE_F32": image, "HR_SIZE": hr_size, "TABLE_SCALE": table_scale}
 
 
@@ -126,7 +132,9 @@ class OnnxModel(_PythonModel):
 
     Requests whose inputs have the same shapes are concatenated into one onnxruntime call, so the
     dynamic batcher's batches become real batches; if a merged call fails, the requests are rerun
-    one by one so the failure lands only on the request that caused it.
+    one by one so the failure lands only on the request that caused it. A batch is cut into calls
+    of at most `call_max_bytes` of input (parameter; default steps.DEFAULT_CALL_MAX_BYTES), so
+    concurrent large images never multiply the memory one call needs.
     """
 
     def setup(self) -> None:
@@ -135,10 +143,16 @@ class OnnxModel(_PythonModel):
             raise FileNotFoundError(f"{path} is missing: build the repository with "
                                     "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
         self.runner = OnnxRunner(path, intra_op_threads=self.param_int("intra_op_threads", 0))
+        self.call_max_bytes = self.param_int("call_max_bytes", steps.DEFAULT_CALL_MAX_BYTES)
 
     def run(self, inputs):
-        outputs = self.runner.run(inputs)
-        return {name: outputs[name] for name in self.output_dtypes}
+        batch = len(next(iter(inputs.values())))
+        item_bytes = sum(v.nbytes for v in inputs.values()) // max(1, batch)
+        parts = [self.runner.run({k: v[part] for k, v in inputs.items()})
+                 for part in steps.batch_slices(batch, item_bytes, self.call_max_bytes)]
+        if len(parts) == 1:  # the usual case: no copy
+            return {name: parts[0][name] for name in self.output_dtypes}
+        return {name: np.concatenate([p[name] for p in parts]) for name in self.output_dtypes}
 
     def execute(self, requests):
         responses: list = [None] * len(requests)

@@ -10,11 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..codec.images import DEFAULT_MAX_PIXELS, ImageError, check_size, crop_to, pad_to_multiple
-from ..codec.thumbnail import Thumbnail, ThumbnailError, read_thumbnail, write_thumbnail
+from ..codec.thumbnail import (MAX_JPEG_SIDE, Thumbnail, ThumbnailError, read_thumbnail, thumbnail_size,
+                               write_thumbnail)
 
 __all__ = [
+    "DEFAULT_CALL_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "StepError",
+    "batch_slices",
+    "check_table_scale",
     "decode_thumbnail",
     "decode_thumbnail_batch",
     "encode_thumbnail",
@@ -46,6 +50,9 @@ def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_M
         check_size(width, height, max_pixels)
     except ImageError as exc:
         raise StepError(str(exc)) from exc
+    if max(thumbnail_size((width, height), scale)) > MAX_JPEG_SIDE:  # refuse before the encoder runs
+        raise StepError(f"image is {width}x{height}: its thumbnail at scale {scale} would exceed JPEG's "
+                        f"{MAX_JPEG_SIDE}-pixel side limit")
     padded = pad_to_multiple(image, 8 * scale)
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
     chw /= np.float32(255.0)
@@ -67,6 +74,16 @@ def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
     np.fmax(pixels, 0, out=pixels)  # fmax also maps NaN to 0
     np.minimum(pixels, 255, out=pixels)
     return np.ascontiguousarray(pixels.astype(np.uint8).transpose(1, 2, 0))
+
+
+def check_table_scale(table_scale: np.ndarray, batch: int) -> np.ndarray:
+    """A request's TABLE_SCALE -> (batch, 1) float32, one positive finite factor per image."""
+    values = np.asarray(table_scale, dtype=np.float32)
+    if values.shape != (batch, 1):
+        raise StepError(f"TABLE_SCALE must have shape ({batch}, 1), one value per image; got {values.shape}")
+    if not (np.all(np.isfinite(values)) and np.all(values > 0)):
+        raise StepError(f"TABLE_SCALE must be positive and finite, got {values.ravel().tolist()}")
+    return values
 
 
 # ----------------------------------------------------------------------------- JPEG entropy coding
@@ -100,6 +117,18 @@ def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | No
 
 
 # ----------------------------------------------------------------------------- batched (Triton tensors)
+
+DEFAULT_CALL_MAX_BYTES = 4 << 20  # input bytes per onnxruntime call: ~350k pixels for the encoder
+
+
+def batch_slices(batch: int, item_bytes: int, max_bytes: int = DEFAULT_CALL_MAX_BYTES) -> list[slice]:
+    """Slices of a batch so that each model call gets at most `max_bytes` of input (and >= 1 item).
+
+    Batching saves per-call overhead for small inputs; for large ones it only multiplies the peak
+    memory of a call (one 6K encode already needs ~6 GB on the CPU), so they run one at a time.
+    """
+    step = max(1, max_bytes // max(1, item_bytes))
+    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
 
 
 def _stack(items: list[np.ndarray], what: str) -> np.ndarray:

@@ -433,7 +433,15 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 continue
         self._join_reader()
+        if proc.poll() is not None:
+            self._remove_shm_regions()
         return proc.returncode
+
+    def _remove_shm_regions(self) -> None:
+        """A server killed with SIGKILL (or by the OOM killer) cannot unlink its Python-backend
+        regions in /dev/shm, which is RAM; they carry this server's unique prefix, so remove them."""
+        for region in Path("/dev/shm").glob(f"{self._shm_prefix}*"):
+            region.unlink(missing_ok=True)
 
     def __enter__(self) -> "TritonServer":
         if not self.is_running():

@@ -46,7 +46,6 @@ class RateDistortionObjective(torch.nn.Module):
         with torch.no_grad():
             thumb_psnr = -10 * torch.log10(guide.detach().clamp_min(1e-10))
             hr_psnr = -10 * torch.log10(F.mse_loss(out["hr_hat"].detach().clamp(0, 1), hr).clamp_min(1e-10))
-            self._dual_step(bpp_est.item(), thumb_psnr.item())
         stats = {
             "loss": loss.item(), "l1": recon.item(), "bpp_est": bpp_est.item(),
             "hr_psnr": float(hr_psnr), "thumb_psnr": float(thumb_psnr),
@@ -54,8 +53,12 @@ class RateDistortionObjective(torch.nn.Module):
         }
         return loss, stats
 
-    def _dual_step(self, bpp_est: float, thumb_psnr: float) -> None:
+    @torch.no_grad()
+    def dual_step(self, stats: dict[str, float]) -> None:
+        """Move the multipliers towards the constraints; called only for applied steps (a skipped
+        step must not keep raising them, or the run never recovers)."""
         cfg = self.cfg
+        bpp_est, thumb_psnr = stats["bpp_est"], stats["thumb_psnr"]
         rate_violation = (bpp_est - cfg.target_bpp) / cfg.target_bpp
         # PSNR gap in dB / 10: 1 dB short pushes as hard as a 10% rate overshoot.
         guide_violation = (cfg.min_thumbnail_psnr - thumb_psnr) / 10.0

@@ -42,11 +42,13 @@ class TrainConfig:
     threads: int | None = None
     amp: bool = True                 # bf16 autocast on CUDA only
     checkpoint_minutes: float = 3.0
+    checkpoint_every: int | None = None  # also checkpoint every N steps (tests, short runs)
     val_every: int = 1000
     calib_every: int = 50
     log_every: int = 20
     select_max_bpp: float = 0.32
     select_min_thumbnail_psnr: float = 31.0
+    init_weights: str | None = None  # start a NEW run from these weights (ignored when resuming)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -135,6 +137,17 @@ class Trainer:
             torch.cuda.set_rng_state(s["rng_cuda"].cpu())
         return True
 
+    def _init_from(self, weights: str) -> None:
+        """Warm start (e.g. from the shipped fp16 weights on a fresh machine): model and EMA only;
+        the rate model, optimizers and multipliers start fresh."""
+        from ..weights import load_model
+
+        state = load_model(weights).state_dict()
+        state = {k: v for k, v in state.items() if not k.startswith("rate_model.")}
+        self.model.load_state_dict(state, strict=False)
+        self.ema.load_state_dict(self.model.state_dict())
+        print(f"initialised from {weights}")
+
     def save(self) -> None:
         save_checkpoint(self.ckpt_path, self.state())
 
@@ -152,6 +165,7 @@ class Trainer:
             # One bad batch at a high learning rate once wrecked a run; skip such steps.
             self.skipped += 1
             return {**stats, "skipped": 1.0, "lr": self.lr_now()}
+        self.objective.dual_step(stats)
         self.opt.zero_grad(set_to_none=True)
         self.rate_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -205,6 +219,8 @@ class Trainer:
         cfg = self.cfg
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed = self.resume()
+        if not resumed and cfg.init_weights:
+            self._init_from(cfg.init_weights)
         bank = ImageBank(cfg.data, self.device, min_side=max(cfg.crop, cfg.warmup_crop or 0))
         fields = ["step", "elapsed_s", "lr", "crop", "loss", "l1", "hr_psnr", "thumb_psnr", "bpp_est",
                   "w_rate", "w_guide", "calib_ratio", "rate_calibration", "skipped"]
@@ -238,7 +254,8 @@ class Trainer:
                 bar.update(1)
                 if self.step % cfg.val_every == 0:
                     self._log_validation(bar)
-                if time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes:
+                due = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                if due or time.monotonic() - last_ckpt > 60 * cfg.checkpoint_minutes:
                     self.save()
                     last_ckpt = time.monotonic()
         finally:

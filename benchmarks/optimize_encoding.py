@@ -1,0 +1,127 @@
+"""What optimization-based encoding (`encode --optimize N`) buys, and what it costs.
+
+For each image: the plain encode (torch runtime, the encoder's coefficients), then
+`optimize_encoding` with each N in --steps. Every file is decoded and measured like `bench rd`
+(real bpp, HR PSNR/SSIM, thumbnail PSNR of the file vs Pillow bicubic). Reports per N the mean
+change against the plain encode and the time per image and per step, wall clock and CPU seconds
+of this process (on a shared machine the CPU time is the steadier of the two; the optimization
+includes its own encoder pass, the plain time is one encode). Writes optimize.json.
+
+    .venv/bin/python benchmarks/optimize_encoding.py                        # 4 Kodak images, N = 10, 30
+    .venv/bin/python benchmarks/optimize_encoding.py --limit 24 --steps 5,20,50 --weights runs/x4/last.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from hyperthumbnail.benchmarks.machine import machine_info, utc_now
+from hyperthumbnail.benchmarks.methods import Coded
+from hyperthumbnail.benchmarks.rd import METRICS, image_metrics
+from hyperthumbnail.codec.images import load_image
+from hyperthumbnail.optimize import OptimizeConfig, optimize_encoding
+from hyperthumbnail.pipeline import Pipeline
+from hyperthumbnail.training.data import list_images
+from hyperthumbnail.weights import card_path, file_sha256
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
+    p.add_argument("--limit", type=int, default=4, help="first N images")
+    p.add_argument("--steps", default="10,30", help="comma-separated numbers of optimization steps")
+    p.add_argument("--table-scale", type=float, default=1.0, help="rate: QPM table scale of every encode")
+    p.add_argument("--lr", type=float, default=OptimizeConfig.lr, help="Adam step, in quantization steps")
+    p.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    p.add_argument("--out", default="benchmarks/results")
+    return p.parse_args(argv)
+
+
+def measure(pipeline: Pipeline, image: np.ndarray, data: bytes) -> dict[str, float]:
+    return image_metrics(image, Coded(data, pipeline.decode(data)), pipeline.scale)
+
+
+def run_image(pipeline: Pipeline, path: Path, steps: list[int], table_scale: float, config: OptimizeConfig) -> list[dict]:
+    image = load_image(path)
+    common = {"image": path.name, "width": image.shape[1], "height": image.shape[0]}
+    wall, cpu = time.perf_counter(), time.process_time()
+    plain = pipeline.encode(image, table_scale)
+    timing = {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
+    rows = [{**common, "steps": 0, **measure(pipeline, image, plain), **timing}]
+    for n in steps:
+        cpu = time.process_time()
+        result = optimize_encoding(pipeline.model, image, n, table_scale, config)
+        timing = {"seconds": result.seconds, "cpu_seconds": time.process_time() - cpu}
+        rows.append({**common, "steps": n, **measure(pipeline, image, result.data), **timing,
+                     "best_step": result.best_step, "history": result.history})
+    return rows
+
+
+def summarize(rows: list[dict], steps: list[int]) -> list[dict]:
+    plain = {r["image"]: r for r in rows if r["steps"] == 0}
+    out = []
+    for n in [0, *steps]:
+        sel = [r for r in rows if r["steps"] == n]
+        point = {"steps": n, **{k: float(np.mean([r[k] for r in sel])) for k in METRICS},
+                 "seconds_per_image": float(np.mean([r["seconds"] for r in sel])),
+                 "cpu_seconds_per_image": float(np.mean([r["cpu_seconds"] for r in sel]))}
+        if n:
+            for k in METRICS:
+                point[f"delta_{k}"] = float(np.mean([r[k] - plain[r["image"]][k] for r in sel]))
+            point["seconds_per_step"] = point["seconds_per_image"] / n
+            point["cpu_seconds_per_step"] = point["cpu_seconds_per_image"] / n
+            point["images_improved"] = f"{sum(r['psnr'] > plain[r['image']]['psnr'] for r in sel)}/{len(sel)}"
+            point["mean_kept_step"] = float(np.mean([r["best_step"] for r in sel]))
+        out.append(point)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    steps = sorted(int(s) for s in args.steps.split(","))
+    pipeline = Pipeline(args.weights, runtime="torch", threads=args.threads)  # gradients need torch
+    config = OptimizeConfig(lr=args.lr)
+    paths = list_images(args.data)[:args.limit]
+    started = time.monotonic()
+    rows = [row for path in tqdm(paths, desc="optimize", unit="img")
+            for row in run_image(pipeline, path, steps, args.table_scale, config)]
+    points = summarize(rows, steps)
+    card = card_path(pipeline.weights)
+    results = {
+        "meta": {"date": utc_now(), "command": shlex.join([sys.executable, *sys.argv]), "machine": machine_info(),
+                 "data": str(args.data), "images": [p.name for p in paths], "table_scale": args.table_scale,
+                 "config": asdict(config),
+                 "threads": args.threads,
+                 "weights": {"path": str(pipeline.weights), "sha256": file_sha256(pipeline.weights),
+                             "status": json.loads(card.read_text()).get("status") if card.is_file() else None},
+                 "elapsed_s": round(time.monotonic() - started, 1)},
+        "points": points,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "optimize.json").write_text(json.dumps(results, indent=2) + "\n")
+    for p in points:
+        line = (f"N={p['steps']:3d}: {p['bpp']:.4f} bpp, HR {p['psnr']:.3f} dB, thumbnail {p['lr_psnr']:.2f} dB, "
+                f"{p['seconds_per_image']:.1f} s/image")
+        if p["steps"]:
+            line += (f" | vs plain: {p['delta_bpp']:+.4f} bpp, HR {p['delta_psnr']:+.3f} dB, thumbnail "
+                     f"{p['delta_lr_psnr']:+.3f} dB, {p['seconds_per_step']:.2f} s/step "
+                     f"({p['cpu_seconds_per_step']:.2f} CPU-s), improved {p['images_improved']}")
+        print(line)
+    print(f"wrote {out / 'optimize.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

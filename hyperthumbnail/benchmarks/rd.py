@@ -1,0 +1,190 @@
+"""`bench rd`: rate-distortion of every method on every dataset, from real .jpg files.
+
+Per image and method: bpp = 8 * file bytes / HR pixels; HR PSNR, SSIM (RGB) and PSNR-Y of the
+rebuilt image; thumbnail PSNR of the file as Pillow decodes it (what a viewer shows) against
+Pillow's bicubic downscale of the original by exactly `scale` (`jpeg.bicubic_downscale`; for
+sides that are multiples of `scale` that is the plain resize to W/scale x H/scale). Dataset rows are means over images. Writes rd.json,
+rd.csv (dataset x method), rd_images.csv (per image) and the plots.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..codec.images import load_image
+from ..metrics import bpp as bits_per_pixel
+from ..metrics import psnr, psnr_y, ssim
+from ..training.data import list_images
+from ..weights import default_weights_path, file_sha256
+from . import DATASETS, METHODS
+from .jpeg import bicubic_downscale, decode_jpeg
+from .machine import machine_info, utc_now
+from .methods import NEEDS_OUR_FILE, Coded, bicubic_jpeg_codec, hyperthumbnail_codec, sr_baseline_codec
+
+METRICS = ("bpp", "psnr", "ssim", "psnr_y", "lr_psnr")
+IMAGE_FIELDS = ("dataset", "image", "width", "height", "method", "bytes", *METRICS, "quality", "target_bpp", "seconds")
+
+
+@dataclass
+class RDConfig:
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    data_root: Path = Path("../shared/datasets")
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    weights: Path | None = None          # ours; None = shipped
+    runtime: str = "onnx"
+    sr_weights: Path | None = None       # None = shipped SR baseline
+    out: Path = Path("benchmarks/results")
+    limit: int | None = None
+    threads: int = 0
+    command: str = ""
+
+
+def image_metrics(image: np.ndarray, coded: Coded, scale: int) -> dict[str, float]:
+    """bpp of the whole file, HR fidelity, and the thumbnail a viewer shows vs bicubic."""
+    h, w = image.shape[:2]
+    reference = bicubic_downscale(image, scale)
+    lh, lw = reference.shape[:2]
+    thumb = decode_jpeg(coded.jpeg)[:lh, :lw]  # the SR baseline's file covers the padded image
+    return {
+        "bpp": bits_per_pixel(len(coded.jpeg), w, h),
+        "psnr": psnr(coded.recon, image),
+        "ssim": ssim(coded.recon, image),
+        "psnr_y": psnr_y(coded.recon, image),
+        "lr_psnr": psnr(thumb, reference),
+    }
+
+
+class RDBenchmark:
+    def __init__(self, cfg: RDConfig):
+        unknown = sorted(set(cfg.methods) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        self.cfg = cfg
+        self.folders = {name: Path(cfg.data_root) / name for name in cfg.datasets}
+        missing = [str(p) for p in self.folders.values() if not p.is_dir()]
+        if missing:
+            raise FileNotFoundError(f"dataset folders not found: {', '.join(missing)}")
+        self.weights = Path(cfg.weights) if cfg.weights else default_weights_path()
+        self.pipeline = None
+        self.sr = None
+        self.scale = 4
+        if set(cfg.methods) & set(NEEDS_OUR_FILE):
+            from ..pipeline import Pipeline
+            self.pipeline = Pipeline(self.weights, runtime=cfg.runtime, threads=cfg.threads)
+            self.scale = self.pipeline.scale
+        if "sr_baseline" in cfg.methods:
+            from .sr_baseline import DEFAULT_SR_WEIGHTS, SRBaseline
+            if cfg.threads:
+                import torch
+                torch.set_num_threads(cfg.threads)
+            self.sr = SRBaseline(cfg.sr_weights or DEFAULT_SR_WEIGHTS)
+            if self.pipeline is not None and self.sr.scale != self.scale:
+                raise ValueError(f"SR baseline is for scale {self.sr.scale}, our weights for {self.scale}")
+            self.scale = self.sr.scale
+        factories = {
+            "hyperthumbnail": lambda: hyperthumbnail_codec(self.pipeline),
+            "bicubic_jpeg": lambda: bicubic_jpeg_codec(self.scale, "444"),
+            "bicubic_jpeg_420": lambda: bicubic_jpeg_codec(self.scale, "420"),
+            "sr_baseline": lambda: sr_baseline_codec(self.sr),
+        }
+        self.codecs = {m: factories[m]() for m in cfg.methods}
+
+    def run_image(self, dataset: str, path: Path) -> list[dict]:
+        image = load_image(path)
+        h, w = image.shape[:2]
+        rows = []
+        ours, encode_s = None, 0.0
+        if self.pipeline is not None:
+            start = time.perf_counter()
+            ours = self.pipeline.encode(image)
+            encode_s = time.perf_counter() - start
+        for method, codec in self.codecs.items():
+            start = time.perf_counter()
+            coded = codec(image, ours)
+            seconds = time.perf_counter() - start + (encode_s if method == "hyperthumbnail" else 0.0)
+            rows.append({
+                "dataset": dataset, "image": path.name, "width": w, "height": h, "method": method,
+                "bytes": len(coded.jpeg), **image_metrics(image, coded, self.scale), "quality": coded.quality,
+                "target_bpp": bits_per_pixel(len(ours), w, h) if method.startswith("bicubic_jpeg") else None,
+                "seconds": round(seconds, 3),
+            })
+        return rows
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        started, rows, elapsed = time.monotonic(), [], {}
+        for dataset, folder in self.folders.items():
+            paths = list_images(folder)[:cfg.limit]
+            t0 = time.monotonic()
+            for path in tqdm(paths, desc=f"rd {dataset}", unit="img", dynamic_ncols=True):
+                rows.extend(self.run_image(dataset, path))
+            elapsed[dataset] = round(time.monotonic() - t0, 1)
+        results = summarize(rows, cfg.datasets, cfg.methods)
+        results["meta"] = self.meta(rows, elapsed, time.monotonic() - started)
+        write_outputs(results, rows, Path(cfg.out))
+        return results
+
+    def meta(self, rows: list[dict], elapsed: dict[str, float], total: float) -> dict:
+        cfg = self.cfg
+        meta = {
+            "date": utc_now(),
+            "command": cfg.command,
+            "machine": machine_info(),
+            "methods": cfg.methods,
+            "scale": self.scale,
+            "limit": cfg.limit,
+            "datasets": {d: {"path": str(self.folders[d]), "images": sum(1 for r in rows if r["dataset"] == d
+                                                                          and r["method"] == cfg.methods[0])}
+                         for d in cfg.datasets},
+            "elapsed_s": {"total": round(total, 1), **elapsed},
+            "threads": cfg.threads,
+        }
+        if self.pipeline is not None:
+            meta["weights"] = {"path": str(self.weights), "sha256": file_sha256(self.weights), "runtime": cfg.runtime}
+        if self.sr is not None:
+            card = self.sr.weights.with_suffix(".json")
+            meta["sr_baseline"] = {"path": str(self.sr.weights), "sha256": file_sha256(self.sr.weights),
+                                   "quality": self.sr.config.quality,
+                                   "card": json.loads(card.read_text()) if card.is_file() else None}
+        return meta
+
+
+def summarize(rows: list[dict], datasets: list[str], methods: list[str]) -> dict:
+    """{dataset: {method: {metric: mean over images}}}."""
+    out: dict = {}
+    for d in datasets:
+        out[d] = {}
+        for m in methods:
+            sel = [r for r in rows if r["dataset"] == d and r["method"] == m]
+            if sel:
+                out[d][m] = {k: float(np.mean([r[k] for r in sel])) for k in METRICS}
+    return out
+
+
+def write_outputs(results: dict, rows: list[dict], out: Path) -> None:
+    from .plots import plot_rd
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "rd.json").write_text(json.dumps(results, indent=2) + "\n")
+    with open(out / "rd.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "method", "images", *METRICS, "mean_quality", "seconds_per_image"])
+        for d, per_method in ((d, v) for d, v in results.items() if d != "meta"):
+            for m, vals in per_method.items():
+                sel = [r for r in rows if r["dataset"] == d and r["method"] == m]
+                qualities = [r["quality"] for r in sel if r["quality"] is not None]
+                w.writerow([d, m, len(sel), *(f"{vals[k]:.4f}" for k in METRICS),
+                            f"{np.mean(qualities):.1f}" if qualities else "",
+                            f"{np.mean([r['seconds'] for r in sel]):.3f}"])
+    with open(out / "rd_images.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=IMAGE_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+    plot_rd(results, rows, out)

@@ -1,0 +1,156 @@
+"""`hyperthumbnail bench rd|speed`: the benchmarks, each one command writing JSON + CSV + PNG."""
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from . import CLIError
+
+
+def _csv_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..benchmarks import DATASETS, METHODS
+
+    p = sub.add_parser("bench", help="benchmarks: rate-distortion (rd) and speed",
+                       description="Benchmarks that write their results (JSON, CSV, PNG) into --out.")
+    bench = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+
+    rd = bench.add_parser(
+        "rd", help="rate-distortion vs bicubic+JPEG and an SR baseline, per dataset",
+        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels), HR PSNR, SSIM, PSNR-Y and "
+        "thumbnail PSNR vs Pillow bicubic. Writes rd.json, rd.csv, rd_images.csv and rd_*.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    rd.add_argument("--datasets", type=_csv_list, default=list(DATASETS), help="folders under --data-root")
+    rd.add_argument("--data-root", default="../shared/datasets")
+    rd.add_argument("--methods", type=_csv_list, default=list(METHODS), help=f"any of {','.join(METHODS)}")
+    rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped")
+    rd.add_argument("--runtime", choices=("onnx", "torch"), default="onnx", help="our pipeline's runtime")
+    rd.add_argument("--sr-weights", default=None, help="SR baseline weights; default: shipped")
+    rd.add_argument("--out", default="benchmarks/results")
+    rd.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
+    rd.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    rd.set_defaults(func=run_rd)
+
+    sp = bench.add_parser(
+        "speed", help="encode/decode time in-process vs Triton, vs an EDSR decoder",
+        description="Times encode and decode at one resolution (default 6144x4096) in-process (ONNX Runtime) and "
+        "through Triton (HTTP, gRPC, system shared memory), with a stage breakdown, peak memory per stage, "
+        "decoder GMACs and an EDSR-baseline decoder on the same ONNX Runtime. Writes speed.json, speed.csv, "
+        "speed.png.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sp.add_argument("--resolution", default="6k", help="'6k' (6144x4096) or WxH, e.g. 1024x768")
+    sp.add_argument("--url", default=None, help="HTTP host:port of a running server (default: start one)")
+    sp.add_argument("--grpc-url", default=None, help="gRPC host:port of that server (with --url)")
+    sp.add_argument("--protocols", type=_csv_list, default=["http", "grpc", "shm"],
+                    help="Triton paths to time: http, grpc, shm (system shared memory over HTTP); '' via --no-triton")
+    sp.add_argument("--no-triton", action="store_true", help="in-process and EDSR only")
+    sp.add_argument("--weights", default=None, help="our weights; default: shipped")
+    sp.add_argument("--image", default=None, help="input photo, resized+cropped to the resolution "
+                    "(default: the first of <data-root>/highres, else a synthetic photo-like image)")
+    sp.add_argument("--data-root", default="../shared/datasets")
+    sp.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    sp.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
+    sp.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    sp.add_argument("--model-repository", default="build/bench/model_repository",
+                    help="where the embedded server's repository is built")
+    sp.add_argument("--out", default="benchmarks/results")
+    sp.set_defaults(func=run_speed)
+
+
+def _command(args: argparse.Namespace, words: list[str]) -> str:
+    return shlex.join(["hyperthumbnail", "bench", args.benchmark, *words])
+
+
+def run_rd(args: argparse.Namespace) -> int:
+    from ..benchmarks.rd import RDBenchmark, RDConfig
+
+    words = ["--datasets", ",".join(args.datasets), "--data-root", args.data_root, "--methods", ",".join(args.methods),
+             "--runtime", args.runtime, "--out", args.out]
+    words += [w for flag, v in (("--weights", args.weights), ("--sr-weights", args.sr_weights),
+                                ("--limit", args.limit), ("--threads", args.threads or None)) if v is not None
+              for w in (flag, str(v))]
+    cfg = RDConfig(datasets=args.datasets, data_root=Path(args.data_root), methods=args.methods,
+                   weights=args.weights, runtime=args.runtime, sr_weights=args.sr_weights, out=Path(args.out),
+                   limit=args.limit, threads=args.threads, command=_command(args, words))
+    try:
+        bench = RDBenchmark(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    results = bench.run()
+    _print_rd(results)
+    print(f"wrote {Path(args.out) / 'rd.json'} (+ rd.csv, rd_images.csv, rd_psnr.png, rd_thumbnail.png, rd_bars.png)")
+    return 0
+
+
+def _print_rd(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="rate-distortion (means per dataset)")
+    for col in ("dataset", "method", "bpp", "HR PSNR", "SSIM", "PSNR-Y", "thumb PSNR"):
+        table.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    for d, per_method in results.items():
+        if d == "meta":
+            continue
+        for m, v in per_method.items():
+            table.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['ssim']:.4f}", f"{v['psnr_y']:.2f}",
+                          f"{v['lr_psnr']:.2f}")
+    Console().print(table)
+
+
+def run_speed(args: argparse.Namespace) -> int:
+    from ..benchmarks.speed import SpeedBenchmark, SpeedConfig, parse_resolution
+
+    try:
+        width, height = parse_resolution(args.resolution)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    protocols = [] if args.no_triton else args.protocols
+    unknown = sorted(set(protocols) - {"http", "grpc", "shm"})
+    if unknown:
+        raise CLIError(f"unknown protocols {unknown}; choose from http, grpc, shm")
+    if args.repeats < 1:
+        raise CLIError("--repeats must be at least 1")
+    words = ["--resolution", args.resolution, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+             "--out", args.out]
+    words += ["--no-triton"] if args.no_triton else ["--protocols", ",".join(args.protocols)]
+    words += [w for flag, v in (("--url", args.url), ("--grpc-url", args.grpc_url), ("--weights", args.weights),
+                                ("--image", args.image), ("--threads", args.threads or None)) if v is not None
+              for w in (flag, str(v))]
+    cfg = SpeedConfig(width=width, height=height, url=args.url, grpc_url=args.grpc_url, protocols=protocols,
+                      weights=args.weights, image=args.image, data_root=Path(args.data_root), repeats=args.repeats,
+                      warmup=args.warmup, threads=args.threads, model_repository=Path(args.model_repository),
+                      out=Path(args.out), command=_command(args, words))
+    try:
+        bench = SpeedBenchmark(cfg)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+    results = bench.run()
+    _print_speed(results)
+    print(f"wrote {Path(args.out) / 'speed.json'} (+ speed.csv, speed.png)")
+    return 0
+
+
+def _print_speed(results: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..benchmarks.speed import flat_rows
+
+    table = Table(title=f"speed at {results['meta']['resolution']} (median ms)")
+    for col in ("path", "direction", "total ms", "breakdown"):
+        table.add_column(col)
+    for row in flat_rows(results):
+        if row["stage"] == "total":
+            parts = [f"{r['stage']} {r['ms']:.0f}" for r in flat_rows(results)
+                     if r["path"] == row["path"] and r["direction"] == row["direction"] and r["stage"] != "total"]
+            table.add_row(row["path"], row["direction"], f"{row['ms']:.0f}", ", ".join(parts))
+    Console().print(table)
+    for key, value in results["ratios"].items():
+        print(f"{key}: {value}")

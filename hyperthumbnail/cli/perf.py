@@ -1,0 +1,182 @@
+"""`hyperthumbnail perf`: perf_analyzer-style concurrency sweep against a running server.
+
+Semantics in `hyperthumbnail.client.perf`; inputs in `hyperthumbnail.client.perf_inputs`.
+Writes a rich table, `--output` JSON and a CSV next to it; exits 1 if any request failed.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import CLIError
+from ..benchmarks.machine import machine_info
+
+MODELS = ("hyperthumbnail_encode", "hyperthumbnail_decode")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "perf", help="load-test the ensembles on a running server (perf_analyzer-style)",
+        description="For each concurrency level N, N threads each keep one request in flight; after a "
+        "warm-up, measurement windows repeat until the last 3 agree within --stability % on throughput "
+        "and p95 latency (or --max-windows, then the level is flagged unstable). Reports throughput, "
+        "p50/p90/p95/p99/mean latency, errors, and the server-side queue/compute split from Triton's "
+        "statistics for the ensemble and each step. The input is a real photo resized and cropped to "
+        "the resolution (../shared/datasets/highres), or an image FILE; decode inputs are encoded once "
+        "by the server first. See docs/client.md.",
+    )
+    p.add_argument("--url", default=None, metavar="HOST:PORT", help="server (default 127.0.0.1:8000 http, :8001 grpc)")
+    p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="(default %(default)s)")
+    p.add_argument("--model", choices=MODELS, default="hyperthumbnail_decode", help="(default %(default)s)")
+    p.add_argument("--resolution", default="1080p", metavar="1080p|4k|6k|WxH|FILE",
+                   help="input size (6k = 6144x4096, 4k = 3840x2160, 1080p = 1920x1080) or an image file (default %(default)s)")
+    p.add_argument("--concurrency", default="1", metavar="START:END[:STEP]", help="concurrency levels (default %(default)s)")
+    p.add_argument("--output", default=None, metavar="FILE.json", help="write the results as JSON (+ .csv next to it)")
+    p.add_argument("--shm", action="store_true", help="image tensors through system shared memory (local server)")
+    p.add_argument("--measurement-interval-ms", type=float, default=5000.0, metavar="MS", help="window length (default %(default)g)")
+    p.add_argument("--stability", type=float, default=10.0, metavar="PCT",
+                   help="allowed max/min spread of throughput and p95 over the last 3 windows (default %(default)g)")
+    p.add_argument("--max-windows", type=int, default=10, metavar="N", help="windows per level before giving up on stability (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, metavar="N", help="completed requests discarded at the start of each level (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout (default %(default)g)")
+    p.add_argument("--write-input-data", default=None, metavar="FILE.json",
+                   help="only write perf_analyzer --input-data JSON for this model/resolution (and print the "
+                   "perf_analyzer command); no load test")
+    p.set_defaults(func=run)
+
+
+def _server_version(client) -> str | None:
+    from ..client.errors import TRANSLATED
+
+    try:
+        meta = client.triton.get_server_metadata(**({"as_json": True} if client.options.protocol == "grpc" else {}))
+    except TRANSLATED:
+        return None
+    return meta.get("version")
+
+
+def _flat(row: dict) -> dict:
+    """One CSV row: the client numbers plus the server split of the ensemble and each step."""
+    out = {k: v for k, v in row.items() if k != "server"}
+    server = row.get("server") or {}
+    models = {server["model"]["name"]: server["model"], **server.get("composing", {})} if server else {}
+    for name, split in models.items():
+        for key, value in split.items():
+            if key != "name":
+                out[f"{name}.{key}"] = value
+    return out
+
+
+def _table(config: dict, results: list[dict]):
+    from rich.table import Table
+
+    table = Table(title=f"{config['model']} {config['resolution']} via {config['protocol']}"
+                  + (" +shm" if config["shm"] else ""),
+                  caption="latencies in ms; srv: Triton statistics summed over the ensemble's steps, per request")
+    for column in ("conc", "infer/s", "p50", "p90", "p95", "p99", "mean", "errors", "windows", "stable",
+                   "srv queue", "srv compute"):
+        table.add_column(column, justify="right")
+    for r in results:
+        steps = (r.get("server") or {}).get("composing", {}).values()
+        queue = sum(s["queue_ms"] or 0 for s in steps)
+        compute = sum((s["compute_input_ms"] or 0) + (s["compute_infer_ms"] or 0) + (s["compute_output_ms"] or 0)
+                      for s in steps)
+        table.add_row(str(r["concurrency"]), f"{r['throughput']:.3f}", *(f"{r[k]:.0f}" for k in
+                      ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")), str(r["errors"]), str(r["windows"]),
+                      "yes" if r["stable"] else "[yellow]no[/yellow]", f"{queue:.0f}", f"{compute:.0f}")
+    return table
+
+
+def _perf_analyzer_command(args: argparse.Namespace, url: str, path: str, output_bytes: int | None) -> str:
+    shm = ""
+    if args.shm:
+        shm = " --shared-memory system" + (f" --output-shared-memory-size {output_bytes}" if output_bytes else "")
+    return (f"perf_analyzer -m {args.model} -u {url} -i {args.protocol} --input-data {path}"
+            f" --concurrency-range {args.concurrency} -p {args.measurement_interval_ms:.0f}"
+            f" -s {args.stability:g} -r {args.max_windows} --percentile 95{shm} -f perf_analyzer.csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..client import HyperThumbnailClient, HyperThumbnailError
+    from ..client.perf import PerfSettings, ServerStatistics, parse_concurrency, run_levels
+    from ..client.perf_inputs import make_input, write_input_data
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        levels = parse_concurrency(args.concurrency)
+        perf_input = make_input(args.resolution)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.measurement_interval_ms <= 0 or args.max_windows < 1 or args.warmup < 0 or args.stability <= 0:
+        raise CLIError("--measurement-interval-ms and --stability must be > 0, --max-windows >= 1, --warmup >= 0")
+    height, width = perf_input.image.shape[:2]
+    console.print(f"input: {perf_input.source}")
+
+    def connect() -> HyperThumbnailClient:
+        return HyperThumbnailClient(args.url, protocol=args.protocol, timeout_s=args.timeout, use_shm=args.shm)
+
+    with connect() as client:
+        if not client.is_ready():
+            raise CLIError(f"no ready HyperThumbnail server at {args.protocol}://{client.options.url}")
+        thumbnail = None
+        try:
+            if args.model == "hyperthumbnail_decode":
+                console.print("encoding the input once on the server (the decode requests' payload) ...")
+                thumbnail = client.encode(perf_input.image)
+            if args.write_input_data:
+                path = write_input_data(args.write_input_data, args.model, perf_input.image, thumbnail)
+                output_bytes = width * height * 3 if args.model == "hyperthumbnail_decode" else None
+                print(f"wrote {path} ({args.model}, {width}x{height})")
+                print("run the real perf_analyzer with:\n  "
+                      + _perf_analyzer_command(args, client.options.url, str(path), output_bytes))
+                return 0
+            stats = ServerStatistics(client, args.model)
+        except HyperThumbnailError as exc:
+            raise CLIError(str(exc)) from exc
+
+        config = {
+            "machine": machine_info(), "url": client.options.url, "protocol": args.protocol, "model": args.model,
+            "resolution": f"{width}x{height}", "input": perf_input.source, "shm": args.shm,
+            "thumbnail_bytes": len(thumbnail) if thumbnail is not None else None,
+            "concurrency": levels, "measurement_interval_ms": args.measurement_interval_ms,
+            "stability_pct": args.stability, "max_windows": args.max_windows, "warmup": args.warmup,
+            "server_version": _server_version(client),
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        image = perf_input.image
+        call = (lambda c: c.decode(thumbnail)) if thumbnail is not None else (lambda c: c.encode(image))
+
+        def on_window(level: int, window) -> None:
+            console.print(f"concurrency {level}: window {window.end - window.start:.1f} s, "
+                          f"{len(window.latencies)} ok, {window.errors} errors, "
+                          f"{window.throughput:.3f} infer/s, p95 {window.p95 * 1e3:.0f} ms")
+
+        results = [r.to_json() for r in run_levels(connect, call, levels, PerfSettings(
+            measurement_interval_s=args.measurement_interval_ms / 1e3, stability_pct=args.stability,
+            max_windows=args.max_windows, warmup=args.warmup), stats, on_window)]
+    config["load_average_1m_end"] = round(os.getloadavg()[0], 2)
+
+    Console(width=None if sys.stdout.isatty() else 132).print(_table(config, results))  # no squeezing in logs
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"config": config, "results": results}, indent=2) + "\n")
+        rows = [_flat(r) for r in results]
+        with out.with_suffix(".csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+            writer.writeheader()
+            writer.writerows(rows)
+        console.print(f"wrote {out} and {out.with_suffix('.csv')}")
+    failed = sum(r["errors"] for r in results)
+    if failed:
+        first = next(r["first_error"] for r in results if r["first_error"])
+        print(f"hyperthumbnail perf: {failed} requests failed; first: {first}", file=sys.stderr)
+        return 1
+    return 0

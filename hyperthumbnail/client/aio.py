@@ -1,0 +1,116 @@
+"""`AsyncHyperThumbnailClient`: the same API for asyncio, on tritonclient.http.aio / tritonclient.grpc.aio.
+
+Create it inside a running event loop (aiohttp's session needs one). Concurrent calls on one
+instance are fine: each request has its own shared-memory regions, and batch calls send their
+requests concurrently.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .errors import TRANSLATED, ServerUnavailableError, translate
+from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
+from .requests import MODELS, Request, check_image, chunks, decode_request, encode_request, hr_size, scatter
+
+__all__ = ["AsyncHyperThumbnailClient"]
+
+
+class AsyncHyperThumbnailClient:
+    """asyncio twin of `HyperThumbnailClient` (same arguments, `await` every call, `async with`)."""
+
+    def __init__(self, url: str | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
+                 use_shm: ShmMode = False, max_batch_size: int = ENSEMBLE_MAX_BATCH, verbose: bool = False):
+        self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size)
+        aio = importlib.import_module(f"tritonclient.{protocol}.aio")
+        if protocol == "http":
+            self.triton = aio.InferenceServerClient(self.options.url, verbose=verbose, conn_timeout=timeout_s)
+        else:
+            self.triton = aio.InferenceServerClient(self.options.url, verbose=verbose)
+
+    async def encode(self, image: np.ndarray, table_scale: float | None = None) -> bytes:
+        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
+        return (await self.encode_batch([image], table_scale))[0]
+
+    async def decode(self, jpeg: bytes) -> np.ndarray:
+        """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size."""
+        size = hr_size(jpeg) if self.options.use_shm else None  # only shm needs the output size
+        return (await self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size)))[0]
+
+    async def encode_batch(self, images: Sequence[np.ndarray], table_scale: float | None = None) -> list[bytes]:
+        """Images of the same size go in one request (up to max_batch_size); the requests run concurrently."""
+        images = [check_image(image) for image in images]
+        groups = chunks([image.shape for image in images], self.options.max_batch_size)
+
+        async def one(group: list[int]) -> list[bytes]:
+            batch = np.stack([images[i] for i in group])
+            return await self._run(encode_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
+                                                  table_scale))
+
+        return scatter(len(images), groups, await asyncio.gather(*(one(g) for g in groups)))
+
+    async def decode_batch(self, jpegs: Sequence[bytes]) -> list[np.ndarray]:
+        """Thumbnails of the same HR size go in one request; the requests run concurrently."""
+        sizes = [hr_size(jpeg) for jpeg in jpegs]
+        keys = [size if size is not None else ("unreadable", i) for i, size in enumerate(sizes)]
+        groups = chunks(keys, self.options.max_batch_size)
+
+        async def one(group: list[int]) -> list[np.ndarray]:
+            size = sizes[group[0]]
+            return await self._run(decode_request(self.options.module, [jpegs[i] for i in group],
+                                                  self.options.shm_for_images(size, len(group)), size))
+
+        return scatter(len(jpegs), groups, await asyncio.gather(*(one(g) for g in groups)))
+
+    async def is_ready(self) -> bool:
+        """The server is up and both ensembles are ready."""
+        kwargs = self.options.call_kwargs
+        try:
+            if not await self.triton.is_server_ready(**kwargs):
+                return False
+            return all([await self.triton.is_model_ready(model, **kwargs) for model in MODELS])
+        except TRANSLATED:
+            return False
+
+    async def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Wait until `is_ready()`, or raise ServerUnavailableError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not await self.is_ready():
+            if time.monotonic() > deadline:
+                raise ServerUnavailableError(f"{self.options.protocol} server at {self.options.url} "
+                                             f"not ready after {timeout:g} s")
+            await asyncio.sleep(0.25)
+
+    async def close(self) -> None:
+        await self.triton.close()
+
+    async def __aenter__(self) -> "AsyncHyperThumbnailClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _run(self, request: Request) -> list:
+        """Register the request's shm regions, infer, read the results, unregister and free the regions."""
+        kwargs = self.options.call_kwargs
+        registered = []
+        try:
+            for region in request.regions:
+                await self.triton.register_system_shared_memory(region.name, region.key, region.byte_size, **kwargs)
+                registered.append(region)
+            result = await self.triton.infer(request.model, request.inputs, outputs=request.outputs, **kwargs)
+            return request.read(result)
+        except TRANSLATED as exc:
+            raise translate(exc) from exc
+        finally:
+            for region in registered:
+                try:
+                    await self.triton.unregister_system_shared_memory(region.name, **kwargs)
+                except TRANSLATED:
+                    pass  # server gone: nothing left to unregister; the segment is freed below
+            request.release()
+

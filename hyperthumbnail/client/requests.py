@@ -1,0 +1,170 @@
+"""Inference requests for the two ensembles, shared by the sync and the asyncio client.
+
+A `Request` holds the tritonclient inputs/outputs, the system shared-memory regions the client
+must register before sending it (and release after), and how to read the per-image results out
+of the response. Only the sending differs between the clients (blocking call vs `await`).
+
+Shared memory: the image tensors (the encode input, the decode output) are the big ones; with
+`shm=True` they travel through `/dev/shm` instead of the socket. The decode output needs its
+byte size up front: it is the HR size recorded in the thumbnail's marker. The encode output is
+BYTES of unknown size, so it always comes back in the response.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Callable, Hashable, Sequence
+
+import numpy as np
+import tritonclient.utils.shared_memory as shm
+from tritonclient.utils import serialize_byte_tensor
+
+from ..codec.thumbnail import ThumbnailError, read_thumbnail
+from .errors import InvalidInputError
+
+__all__ = ["ENCODE_MODEL", "DECODE_MODEL", "MODELS", "Region", "Request", "check_image", "decode_request",
+           "encode_request", "chunks", "hr_size", "scatter"]
+
+ENCODE_MODEL = "hyperthumbnail_encode"
+DECODE_MODEL = "hyperthumbnail_decode"
+MODELS = (ENCODE_MODEL, DECODE_MODEL)
+
+
+@dataclass
+class Region:
+    """A system shared-memory segment created by this process for one tensor of one request."""
+
+    name: str  # what the server calls it (register/unregister, set_shared_memory)
+    key: str  # the /dev/shm key
+    byte_size: int
+    handle: shm.SharedMemoryRegion
+
+    @classmethod
+    def create(cls, byte_size: int) -> "Region":
+        name = f"hyperthumbnail_{os.getpid()}_{secrets.token_hex(6)}"
+        return cls(name, "/" + name, byte_size, shm.create_shared_memory_region(name, "/" + name, byte_size, create_only=True))
+
+    def destroy(self) -> None:
+        shm.destroy_shared_memory_region(self.handle)
+
+
+@dataclass
+class Request:
+    model: str
+    inputs: list
+    outputs: list
+    read: Callable[[object], list]  # InferResult -> one result per item, in order
+    regions: list[Region] = field(default_factory=list)
+
+    def release(self) -> None:
+        """Destroy the shared-memory regions (after the server has unregistered them)."""
+        _destroy(self.regions)
+        self.regions.clear()
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """An HxWx3 uint8 RGB array, else InvalidInputError (caught here rather than as a server error)."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
+        raise InvalidInputError(f"expected an HxWx3 uint8 RGB image, got {image.dtype} array of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def hr_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) the thumbnail decodes to, or None if it is unreadable (the server will say why)."""
+    try:
+        return read_thumbnail(data).hr_size
+    except ThumbnailError:
+        return None
+
+
+def chunks(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
+    """Indices grouped by equal key (same-size items share a request), each group cut to max_batch."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return [g[i:i + max_batch] for g in groups.values() for i in range(0, len(g), max_batch)]
+
+
+def scatter(count: int, groups: list[list[int]], results: Sequence[list]) -> list:
+    """Per-group results (from `chunks` groups) back into input order."""
+    out: list = [None] * count
+    for group, group_results in zip(groups, results):
+        for index, item in zip(group, group_results):
+            out[index] = item
+    return out
+
+
+def _shm_input(module: ModuleType, name: str, shape: list[int], datatype: str, payload: np.ndarray,
+               byte_size: int, regions: list[Region]):
+    region = Region.create(byte_size)
+    regions.append(region)  # before writing: the caller destroys what is listed if anything fails
+    shm.set_shared_memory_region(region.handle, [payload])
+    inp = module.InferInput(name, shape, datatype)
+    inp.set_shared_memory(region.name, byte_size)
+    return inp
+
+
+def _destroy(regions: list[Region]) -> None:
+    for region in regions:
+        region.destroy()
+
+
+def encode_request(module: ModuleType, images: np.ndarray, use_shm: bool, table_scale: float | None = None) -> Request:
+    """(B, H, W, 3) uint8 -> B thumbnails (bytes); `table_scale` fills the optional TABLE_SCALE input."""
+    regions: list[Region] = []
+    if use_shm:
+        try:
+            inp = _shm_input(module, "IMAGE", list(images.shape), "UINT8", images, images.nbytes, regions)
+        except BaseException:
+            _destroy(regions)
+            raise
+    else:
+        inp = module.InferInput("IMAGE", list(images.shape), "UINT8")
+        inp.set_data_from_numpy(images)
+
+    inputs = [inp]
+    if table_scale is not None:  # rate control: multiplies the predicted quantization tables
+        scales = np.full((len(images), 1), table_scale, dtype=np.float32)
+        inputs.append(module.InferInput("TABLE_SCALE", list(scales.shape), "FP32"))
+        inputs[-1].set_data_from_numpy(scales)
+
+    def read(result) -> list[bytes]:
+        return [bytes(item) for item in result.as_numpy("THUMBNAIL")[:, 0]]
+
+    return Request(ENCODE_MODEL, inputs, [module.InferRequestedOutput("THUMBNAIL")], read, regions)
+
+
+def decode_request(module: ModuleType, thumbnails: Sequence[bytes], use_shm: bool,
+                   size: tuple[int, int] | None = None) -> Request:
+    """B thumbnails of one HR `size` -> B HxWx3 images. Without a known size, no shared memory."""
+    batch = np.array([[bytes(t)] for t in thumbnails], dtype=np.object_)
+    regions: list[Region] = []
+    outputs = [module.InferRequestedOutput("IMAGE")]
+    if use_shm and size is not None:
+        try:
+            serialized = serialize_byte_tensor(batch)
+            inp = _shm_input(module, "THUMBNAIL", list(batch.shape), "BYTES", serialized,
+                             len(serialized.item()), regions)
+            width, height = size
+            out_region = Region.create(len(thumbnails) * height * width * 3)
+            regions.append(out_region)
+            outputs[0].set_shared_memory(out_region.name, out_region.byte_size)
+        except BaseException:
+            _destroy(regions)
+            raise
+
+        def read(result) -> list[np.ndarray]:
+            out = result.get_output("IMAGE")
+            shape = [int(s) for s in (out["shape"] if isinstance(out, dict) else out.shape)]
+            return list(shm.get_contents_as_numpy(out_region.handle, np.uint8, shape).copy())
+    else:
+        inp = module.InferInput("THUMBNAIL", list(batch.shape), "BYTES")
+        inp.set_data_from_numpy(batch)
+
+        def read(result) -> list[np.ndarray]:
+            return list(result.as_numpy("IMAGE"))
+
+    return Request(DECODE_MODEL, [inp], outputs, read, regions)

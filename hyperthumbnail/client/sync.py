@@ -1,0 +1,126 @@
+"""`HyperThumbnailClient`: encode/decode through a Triton server, over HTTP or gRPC.
+
+Like tritonclient's clients (which it wraps), one instance is meant for one thread; give each
+thread its own client.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .errors import TRANSLATED, ServerUnavailableError, translate
+from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
+from .requests import MODELS, Request, check_image, chunks, decode_request, encode_request, hr_size, scatter
+
+__all__ = ["HyperThumbnailClient"]
+
+
+class HyperThumbnailClient:
+    """Client of the `hyperthumbnail_encode` / `hyperthumbnail_decode` ensembles.
+
+    url: "host:port" (default 127.0.0.1:8000 for HTTP, :8001 for gRPC).
+    timeout_s: per request; a server that does not answer in time raises ServerUnavailableError.
+    use_shm: send the image tensors through system shared memory (the server must run on this
+        host); "auto" does so for tensors of 1 MiB and more when the url is a loopback address.
+    max_batch_size: the ensembles' max_batch_size; batch calls split larger groups.
+    `.triton` is the underlying tritonclient client, for the rest of Triton's API (statistics, ...).
+
+    >>> with HyperThumbnailClient("127.0.0.1:8001", protocol="grpc") as client:
+    ...     jpeg = client.encode(image)
+    ...     restored = client.decode(jpeg)
+    """
+
+    def __init__(self, url: str | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
+                 use_shm: ShmMode = False, max_batch_size: int = ENSEMBLE_MAX_BATCH, verbose: bool = False):
+        self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size)
+        module = self.options.module
+        if protocol == "http":
+            self.triton = module.InferenceServerClient(self.options.url, verbose=verbose,
+                                                       connection_timeout=timeout_s, network_timeout=timeout_s)
+        else:
+            self.triton = module.InferenceServerClient(self.options.url, verbose=verbose)
+
+    # ----------------------------------------------------------------- single images
+    def encode(self, image: np.ndarray, table_scale: float | None = None) -> bytes:
+        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
+        return self.encode_batch([image], table_scale)[0]
+
+    def decode(self, jpeg: bytes) -> np.ndarray:
+        """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size."""
+        size = hr_size(jpeg) if self.options.use_shm else None  # only shm needs the output size
+        return self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size))[0]
+
+    # ----------------------------------------------------------------- batches
+    def encode_batch(self, images: Sequence[np.ndarray], table_scale: float | None = None) -> list[bytes]:
+        """Images of the same size go in one request (up to max_batch_size), others in separate ones."""
+        images = [check_image(image) for image in images]
+        groups = chunks([image.shape for image in images], self.options.max_batch_size)
+        results = []
+        for group in groups:
+            batch = np.stack([images[i] for i in group])
+            results.append(self._run(encode_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
+                                                    table_scale)))
+        return scatter(len(images), groups, results)
+
+    def decode_batch(self, jpegs: Sequence[bytes]) -> list[np.ndarray]:
+        """Thumbnails of the same HR size go in one request, others (and unreadable ones) separately."""
+        sizes = [hr_size(jpeg) for jpeg in jpegs]
+        keys = [size if size is not None else ("unreadable", i) for i, size in enumerate(sizes)]
+        groups = chunks(keys, self.options.max_batch_size)
+        results = []
+        for group in groups:
+            size = sizes[group[0]]
+            results.append(self._run(decode_request(self.options.module, [jpegs[i] for i in group],
+                                                    self.options.shm_for_images(size, len(group)), size)))
+        return scatter(len(jpegs), groups, results)
+
+    # ----------------------------------------------------------------- health
+    def is_ready(self) -> bool:
+        """The server is up and both ensembles are ready."""
+        kwargs = self.options.call_kwargs
+        try:
+            return bool(self.triton.is_server_ready(**kwargs)) and all(
+                self.triton.is_model_ready(model, **kwargs) for model in MODELS)
+        except TRANSLATED:
+            return False
+
+    def wait_until_ready(self, timeout: float = 60.0) -> None:
+        """Block until `is_ready()`, or raise ServerUnavailableError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            if time.monotonic() > deadline:
+                raise ServerUnavailableError(f"{self.options.protocol} server at {self.options.url} "
+                                             f"not ready after {timeout:g} s")
+            time.sleep(0.25)
+
+    def close(self) -> None:
+        self.triton.close()
+
+    def __enter__(self) -> "HyperThumbnailClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+    def _run(self, request: Request) -> list:
+        """Register the request's shm regions, infer, read the results, unregister and free the regions."""
+        kwargs = self.options.call_kwargs
+        registered = []
+        try:
+            for region in request.regions:
+                self.triton.register_system_shared_memory(region.name, region.key, region.byte_size, **kwargs)
+                registered.append(region)
+            result = self.triton.infer(request.model, request.inputs, outputs=request.outputs, **kwargs)
+            return request.read(result)
+        except TRANSLATED as exc:
+            raise translate(exc) from exc
+        finally:
+            for region in registered:
+                try:
+                    self.triton.unregister_system_shared_memory(region.name, **kwargs)
+                except TRANSLATED:
+                    pass  # server gone: nothing left to unregister; the segment is freed below
+            request.release()

@@ -1,0 +1,145 @@
+"""Rate control with one model: find the QPM table scale that gives a requested file size.
+
+The QPM predicts a luma and a chroma table per image; `table_scale` multiplies both (then
+rounds and clamps them to [1, 255]), so one trained model covers a range of bitrates. The file
+size falls monotonically (up to rounding steps) as the scale grows, close to a power law, so
+the search brackets the target on the *real* file size and then narrows the bracket by
+interpolating in log(size)-log(scale) space, each step kept inside the middle 80% of the
+bracket (a safeguarded bisection in log space: it never stalls, and usually needs 3-6 probes).
+
+Only QPM, quantization and entropy coding depend on the scale: with an in-process `Pipeline`
+the encoder runs once (`Pipeline.analyze`) and each probe reruns `quantize_and_write`. Any other
+object with `encode(image, table_scale=...)` (e.g. the Triton client) is probed with whole
+encodes instead.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .metrics import bpp as bits_per_pixel
+
+__all__ = ["MAX_TABLE_SCALE", "MIN_TABLE_SCALE", "RateControlWarning", "encode_at_bpp", "search_table_scale"]
+
+# Predicted tables are integers in [1, 255]: at 256x every entry clamps to 255 (the smallest file
+# the model can write), at 1/512x every entry rounds to 0 and clamps to 1 (the largest).
+MAX_TABLE_SCALE = 256.0
+MIN_TABLE_SCALE = 1.0 / 512.0
+
+
+class RateControlWarning(UserWarning):
+    """The target was not reached within the tolerance; the closest file was returned."""
+
+
+class Encoder(Protocol):
+    def encode(self, image: np.ndarray, table_scale: float = 1.0) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class _Probe:
+    log_scale: float
+    log_size: float
+    data: bytes
+
+
+def search_table_scale(write: Callable[[float], bytes], target_bytes: float, tolerance: float = 0.03,
+                       max_probes: int = 30) -> tuple[bytes, float]:
+    """The file `write(table_scale)` closest to `target_bytes` -> (bytes, table_scale).
+
+    Stops at the first file within `tolerance` (relative). Warns (`RateControlWarning`) when no
+    table scale gets there: the target is outside what the table range [1, 255] allows, or the
+    size jumps over it between two neighbouring scales.
+    """
+    if target_bytes <= 0:
+        raise ValueError(f"target size must be positive, got {target_bytes}")
+    log_target = math.log(target_bytes)
+    lo_limit, hi_limit = math.log(MIN_TABLE_SCALE), math.log(MAX_TABLE_SCALE)
+    probes: list[_Probe] = []
+    too_big: _Probe | None = None    # largest scale seen whose file is above the target
+    too_small: _Probe | None = None  # smallest scale seen whose file is below it
+    x = 0.0  # log(table_scale): start from the model's own tables
+    reason = f"no file within ±{tolerance:.0%} after {max_probes} probes"
+    for _ in range(max_probes):
+        data = write(math.exp(x))
+        probe = _Probe(x, math.log(len(data)), data)
+        probes.append(probe)
+        if abs(len(data) / target_bytes - 1.0) <= tolerance:
+            return data, math.exp(x)
+        if probe.log_size > log_target:
+            too_big = probe if too_big is None or probe.log_scale > too_big.log_scale else too_big
+        else:
+            too_small = probe if too_small is None or probe.log_scale < too_small.log_scale else too_small
+        if too_big is not None and too_small is not None:
+            left, right = too_big, too_small
+            width = right.log_scale - left.log_scale
+            if width < 1e-4:
+                reason = (f"the size jumps from {len(left.data)} to {len(right.data)} bytes between table "
+                          f"scales {math.exp(left.log_scale):.6g} and {math.exp(right.log_scale):.6g} (many table "
+                          "entries round to the next integer at once)")
+                break
+            x = _interpolate(left, right, log_target)
+            x = min(max(x, left.log_scale + 0.1 * width), right.log_scale - 0.1 * width)
+        else:
+            need_bigger_scale = too_small is None
+            if (need_bigger_scale and x >= hi_limit) or (not need_bigger_scale and x <= lo_limit):
+                which = "smallest" if need_bigger_scale else "largest"
+                tables = "255" if need_bigger_scale else "1"
+                reason = (f"the {which} file this model writes for this image is {len(data)} bytes "
+                          f"(table scale {math.exp(x):g}: every table entry {tables})")
+                break
+            x = _extrapolate(probes, log_target, lo_limit, hi_limit)
+    best = min(reversed(probes), key=lambda p: abs(p.log_size - log_target))  # ties: the latest
+    warnings.warn(RateControlWarning(f"target {target_bytes:.0f} bytes not reached: {reason}; "
+                                     f"closest {len(best.data)} bytes at table scale {math.exp(best.log_scale):.4f}"),
+                  stacklevel=2)
+    return best.data, math.exp(best.log_scale)
+
+
+def _slope(a: _Probe, b: _Probe) -> float:
+    """d log(size) / d log(scale), falling back to -1 where the size did not move."""
+    if b.log_scale == a.log_scale:
+        return -1.0
+    slope = (b.log_size - a.log_size) / (b.log_scale - a.log_scale)
+    return slope if slope < -1e-3 else -1.0
+
+
+def _interpolate(left: _Probe, right: _Probe, log_target: float) -> float:
+    return left.log_scale + (log_target - left.log_size) / _slope(left, right)
+
+
+def _extrapolate(probes: list[_Probe], log_target: float, lo_limit: float, hi_limit: float) -> float:
+    """Next scale outside the probed range: follow the power law, at least 1.25x, at most 16x further."""
+    last = probes[-1]
+    slope = _slope(probes[-2], last) if len(probes) > 1 else -1.0
+    step = (log_target - last.log_size) / slope
+    step = math.copysign(min(max(abs(step) * 1.1, math.log(1.25)), math.log(16.0)), step)
+    return min(max(last.log_scale + step, lo_limit), hi_limit)
+
+
+def encode_at_bpp(pipeline: Encoder, image: np.ndarray, target_bpp: float, tolerance: float = 0.03,
+                  max_pixels: int | None = None) -> tuple[bytes, float, float]:
+    """Encode `image` (HxWx3 uint8) at `target_bpp` (whole .jpg file over HR pixels).
+
+    -> (jpg bytes, table_scale used, achieved bpp). `pipeline`: a `hyperthumbnail.pipeline.Pipeline`
+    (encoder run once; `max_pixels` is its size limit) or anything with
+    `encode(image, table_scale=...)`, e.g. `hyperthumbnail.client.HyperThumbnailClient`.
+    Warns with `RateControlWarning` and returns the closest file when the target is out of reach.
+    """
+    if target_bpp <= 0:
+        raise ValueError(f"target bpp must be positive, got {target_bpp}")
+    height, width = image.shape[:2]
+    if hasattr(pipeline, "analyze"):
+        coefficients, hr_size = pipeline.analyze(image, max_pixels)
+
+        def write(table_scale: float) -> bytes:
+            return pipeline.quantize_and_write(coefficients, hr_size, table_scale)
+    else:
+        def write(table_scale: float) -> bytes:
+            return pipeline.encode(image, table_scale=table_scale)
+
+    data, table_scale = search_table_scale(write, target_bpp * width * height / 8.0, tolerance)
+    return data, table_scale, bits_per_pixel(len(data), width, height)

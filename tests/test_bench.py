@@ -1,0 +1,246 @@
+"""`hyperthumbnail bench rd|speed` and the SR baseline's training, on tiny generated inputs.
+
+The benchmarks run for real (real .jpg files, ONNX Runtime, a real tritonserver for `speed`);
+the checks are about shapes, consistency and the baselines' definitions, never about quality
+numbers of the (placeholder or trained) shipped weights.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors import safe_open
+
+from conftest import photo_like
+from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
+from hyperthumbnail.benchmarks.speed import parse_resolution
+from hyperthumbnail.benchmarks.sr_train import main as sr_train
+from hyperthumbnail.cli import main as cli
+from hyperthumbnail.codec.images import load_image, pad_to_multiple
+from hyperthumbnail.metrics import psnr
+from hyperthumbnail.weights import default_weights_path, file_sha256
+
+METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr"}
+SIZES = [(96, 64), (96, 64), (90, 70)]  # the last is off the 32-pixel block grid: padding and cropping
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """<root>/tiny: three small photo-like PNGs."""
+    root = tmp_path_factory.mktemp("datasets")
+    (root / "tiny").mkdir()
+    for i, (w, h) in enumerate(SIZES):
+        Image.fromarray(photo_like(w, h, seed=i)).save(root / "tiny" / f"img{i}.png")
+    return root
+
+
+def run_rd(data_root: Path, out: Path, methods: str, *extra: str) -> tuple[dict, list[dict]]:
+    code = cli(["bench", "rd", "--datasets", "tiny", "--data-root", str(data_root), "--methods", methods,
+                "--out", str(out), *extra])
+    assert code == 0
+    with open(out / "rd_images.csv") as f:
+        rows = list(csv.DictReader(f))
+    return json.loads((out / "rd.json").read_text()), rows
+
+
+def check_entry(entry: dict) -> None:
+    assert set(entry) == METRICS
+    assert entry["bpp"] > 0
+    for key in ("psnr", "psnr_y", "lr_psnr"):
+        assert math.isfinite(entry[key]) and 5 < entry[key] < 80
+    assert 0 < entry["ssim"] <= 1
+
+
+# ----------------------------------------------------------------------------- rd
+
+
+def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
+    results, rows = run_rd(data_root, tmp_path / "out", "hyperthumbnail")
+    assert set(results) == {"tiny", "meta"}
+    assert set(results["tiny"]) == {"hyperthumbnail"}
+    check_entry(results["tiny"]["hyperthumbnail"])
+    meta = results["meta"]
+    assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
+    assert meta["machine"]["cpu_model"] and meta["machine"]["logical_cores"] >= 1
+    assert meta["command"].startswith("hyperthumbnail bench rd --datasets tiny")
+    assert meta["datasets"]["tiny"]["images"] == len(SIZES)
+    assert len(rows) == len(SIZES)
+    assert results["tiny"]["hyperthumbnail"]["bpp"] == pytest.approx(np.mean([float(r["bpp"]) for r in rows]), abs=1e-4)
+    for name in ("rd.csv", "rd_psnr.png", "rd_thumbnail.png", "rd_bars.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+
+    # Same code path as `hyperthumbnail encode` / `decode`: same bytes, same reconstruction.
+    row = rows[2]
+    src = data_root / "tiny" / row["image"]
+    jpg, png = tmp_path / "cli.jpg", tmp_path / "cli.png"
+    assert cli(["encode", str(src), "-o", str(jpg)]) == 0
+    assert cli(["decode", str(jpg), "-o", str(png)]) == 0
+    assert jpg.stat().st_size == int(row["bytes"])
+    assert psnr(load_image(png), load_image(src)) == pytest.approx(float(row["psnr"]), abs=1e-3)
+
+
+@pytest.mark.parametrize("method,subsampling", [("bicubic_jpeg", "444"), ("bicubic_jpeg_420", "420")])
+def test_rd_bicubic_jpeg_matches_our_bitrate(data_root, tmp_path, method, subsampling):
+    results, rows = run_rd(data_root, tmp_path / "out", method)
+    assert set(results["tiny"]) == {method}
+    check_entry(results["tiny"][method])
+    from hyperthumbnail.pipeline import Pipeline
+
+    ours = Pipeline()
+    for row in rows:
+        image = load_image(data_root / "tiny" / row["image"])
+        h, w = image.shape[:2]
+        target = 8 * len(ours.encode(image)) / (w * h)
+        assert float(row["target_bpp"]) == pytest.approx(target, abs=1e-4)
+        # The chosen quality is the closest to our bitrate among its neighbours (the granularity).
+        padded = pad_to_multiple(image, 4)  # thumbnail pixel i covers HR pixels 4i..4i+3
+        lr = np.asarray(Image.fromarray(padded).resize((math.ceil(w / 4), math.ceil(h / 4)), Image.BICUBIC))
+        q = int(row["quality"])
+        bpp = {k: 8 * len(encode_jpeg(lr, k, subsampling)) / (w * h) for k in (q - 1, q, q + 1) if 1 <= k <= 100}
+        assert bpp[q] == pytest.approx(float(row["bpp"]), abs=1e-4)
+        assert all(abs(bpp[q] - target) <= abs(v - target) + 1e-9 for v in bpp.values())
+
+
+def test_closest_quality():
+    def bpp_at(q: int) -> float:
+        return 0.01 * q
+
+    assert closest_quality(bpp_at, 0.504) == 50
+    assert closest_quality(bpp_at, 0.506) == 51
+    assert closest_quality(bpp_at, 0.001) == 1
+    assert closest_quality(bpp_at, 5.0) == 100
+
+
+def test_ijg_tables_are_libjpegs():
+    """Our IJG tables equal the ones Pillow/libjpeg writes at the same quality."""
+    image = photo_like(48, 40)
+    for quality in (10, 50, 75, 94):
+        _, tables = read_coefficients(encode_jpeg(image, quality))
+        np.testing.assert_array_equal(tables, ijg_tables(quality))
+
+
+def test_rd_refuses_unknown_dataset_and_method(data_root, tmp_path, capsys):
+    assert cli(["bench", "rd", "--datasets", "nope", "--data-root", str(data_root), "--out", str(tmp_path)]) == 1
+    assert "nope" in capsys.readouterr().err
+    assert cli(["bench", "rd", "--datasets", "tiny", "--data-root", str(data_root), "--methods", "magic",
+                "--out", str(tmp_path)]) == 1
+    assert "magic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- SR baseline
+
+
+@pytest.fixture(scope="module")
+def train_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("train")
+    for i in range(3):
+        Image.fromarray(photo_like(160, 128, seed=10 + i)).save(folder / f"t{i}.png")
+    return folder
+
+
+def sr_args(train_folder: Path, run_dir: Path, weights: Path, steps: int, *extra: str) -> list[str]:
+    return ["--data", str(train_folder), "--run-dir", str(run_dir), "--export", str(weights), "--steps", str(steps),
+            "--batch", "2", "--crop", "64", "--threads", "1", "--log-every", "1",
+            "--min-lr", "5e-4", *extra]  # constant LR: the schedule must not depend on --steps here
+
+
+def decoder_state(weights: Path) -> dict[str, np.ndarray]:
+    with safe_open(str(weights), framework="numpy") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_sr_baseline_trains_resumes_and_benchmarks(train_folder, data_root, tmp_path):
+    weights = tmp_path / "sr.safetensors"
+    assert sr_train(sr_args(train_folder, tmp_path / "run", weights, 3)) == 0
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["steps"] == 3 and card["data"] == str(train_folder)
+    quality = card["config"]["quality"]
+    assert 1 <= quality <= 100 and card["train_bpp_at_quality"] > 0  # picked for --target-bpp 0.3
+
+    # Resume to 5 steps; the result equals 5 uninterrupted steps (model, optimizer and RNG restored).
+    assert sr_train(sr_args(train_folder, tmp_path / "run", weights, 5)) == 0
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["steps"] == 5 and card["config"]["quality"] == quality
+    with open(tmp_path / "run" / "log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5]
+    straight = tmp_path / "straight.safetensors"
+    assert sr_train(sr_args(train_folder, tmp_path / "run2", straight, 5)) == 0
+    resumed, direct = decoder_state(weights), decoder_state(straight)
+    assert resumed.keys() == direct.keys()
+    for key in resumed:
+        np.testing.assert_array_equal(resumed[key], direct[key], err_msg=key)
+
+    results, rows = run_rd(data_root, tmp_path / "out", "sr_baseline", "--sr-weights", str(weights))
+    check_entry(results["tiny"]["sr_baseline"])
+    assert {int(r["quality"]) for r in rows} == {quality}
+    assert results["meta"]["sr_baseline"]["sha256"] == file_sha256(weights)
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def test_parse_resolution():
+    assert parse_resolution("6k") == (6144, 4096)
+    assert parse_resolution("1024x768") == (1024, 768)
+    for bad in ("6", "0x10", "axb", "10x"):
+        with pytest.raises(ValueError):
+            parse_resolution(bad)
+
+
+@pytest.mark.server
+@pytest.mark.timeout(900)
+def test_speed_quick_run(tmp_path):
+    out = tmp_path / "out"
+    code = cli(["bench", "speed", "--resolution", "256x192", "--repeats", "2", "--warmup", "1",
+                "--model-repository", str(tmp_path / "repo"), "--out", str(out)])
+    assert code == 0
+    r = json.loads((out / "speed.json").read_text())
+    meta = r["meta"]
+    assert meta["resolution"] == "256x192" and meta["repeats"] == 2
+    assert meta["machine"]["cpu_model"] and meta["machine"]["versions"]["onnxruntime"]
+    assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
+    assert meta["bpp"] > 0
+
+    expected_steps = {"encode": {"preprocess", "encoder", "qpm", "entropy_coding"},
+                      "decode": {"entropy_coding", "decoder", "postprocess"}}
+    for direction, step_names in expected_steps.items():
+        m = r["inprocess"][direction]
+        assert set(m["stages_ms"]) == step_names
+        assert len(m["runs_ms"]) == 2 and m["total_ms"] > 0
+        assert m["peak_rss_mb"] >= m["rss_before_mb"] - 1 > 0
+    edsr = r["edsr_baseline"]["decode"]
+    assert set(edsr["stages_ms"]) == {"jpeg_decode", "preprocess", "edsr", "postprocess"} and edsr["total_ms"] > 0
+
+    gmacs = r["gmacs"]["6144x4096"]
+    assert gmacs["edsr_baseline"] > gmacs["hyperthumbnail_decoder"] > 0
+    assert r["gmacs"]["256x192"]["edsr_baseline"] < gmacs["edsr_baseline"]
+
+    assert set(r["triton"]) == {"http", "grpc", "shm"}
+    for protocol, per_direction in r["triton"].items():
+        for direction, m in per_direction.items():
+            assert m["equal_to_inprocess"], (protocol, direction)  # served output == in-process output
+            assert m["server_requests"] == 2 and m["total_ms"] > 0
+            assert set(m["composing_models"]) <= set(m["stages_ms"])
+            assert m["stages_ms"]["network_serialization"] >= 0
+            assert m["server_peak_rss_mb"] > 0 and m["client_peak_rss_mb"] > 0
+            ratio = r["ratios"][f"triton_{protocol}_over_inprocess_{direction}"]
+            assert ratio == pytest.approx(m["total_ms"] / r["inprocess"][direction]["total_ms"], abs=1e-3)
+    assert r["ratios"]["edsr_over_ours_decode_total"] == pytest.approx(
+        edsr["total_ms"] / r["inprocess"]["decode"]["total_ms"], abs=1e-3)
+    assert r["ratios"]["edsr_over_ours_gmacs_6k"] > 1
+
+    with open(out / "speed.csv") as f:
+        rows = list(csv.DictReader(f))
+    paths = {row["path"] for row in rows}
+    assert paths == {"inprocess", "edsr_baseline", "triton_http", "triton_grpc", "triton_shm"}
+    assert (out / "speed.png").stat().st_size > 0
+
+
+def test_speed_refuses_bad_resolution(capsys):
+    assert cli(["bench", "speed", "--resolution", "huge"]) == 1
+    assert "resolution" in capsys.readouterr().err

@@ -1,0 +1,181 @@
+"""Rate control (table-scale search, --rate), optimization-based encoding, and the served
+TABLE_SCALE input, on real files and a real tritonserver (the session's shared one)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import SCALE, photo_like
+from hyperthumbnail.cli import main
+from hyperthumbnail.codec.images import save_image
+from hyperthumbnail.codec.thumbnail import read_thumbnail
+from hyperthumbnail.metrics import bpp
+from hyperthumbnail.pipeline import Pipeline
+from hyperthumbnail.ratecontrol import RateControlWarning, encode_at_bpp, search_table_scale
+from hyperthumbnail.serving import steps
+from hyperthumbnail.serving.onnx_runner import OnnxRunner
+
+pytestmark = pytest.mark.timeout(300)
+
+WIDTH, HEIGHT = 384, 256
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return photo_like(WIDTH, HEIGHT, seed=7)
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return Pipeline(threads=2)
+
+
+@pytest.fixture(scope="module")
+def plain_bpp(pipeline, image) -> float:
+    return bpp(len(pipeline.encode(image)), WIDTH, HEIGHT)
+
+
+def test_analyze_then_write_is_encode(pipeline, image):
+    coefficients, hr_size = pipeline.analyze(image)
+    assert coefficients.shape == (3, 64, HEIGHT // (8 * SCALE), WIDTH // (8 * SCALE))
+    assert hr_size == (WIDTH, HEIGHT)
+    for table_scale in (1.0, 2.5):
+        assert pipeline.quantize_and_write(coefficients, hr_size, table_scale) == pipeline.encode(image, table_scale)
+
+
+def test_rate_is_monotonic_and_scales_the_tables(pipeline, image):
+    coefficients, hr_size = pipeline.analyze(image)
+    scales = [0.25, 0.5, 1.0, 1.5, 2.0, 4.0]
+    files = [pipeline.quantize_and_write(coefficients, hr_size, s) for s in scales]
+    sizes = [len(f) for f in files]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes), sizes
+    base = read_thumbnail(files[2]).tables.astype(np.float64)
+    for s, f in zip(scales, files):
+        expected = np.clip(np.round(base * s), 1, 255)
+        np.testing.assert_array_equal(read_thumbnail(f).tables, expected)
+
+
+@pytest.mark.parametrize("factor", [0.7, 1.5])
+def test_target_bpp_lands_within_tolerance(pipeline, image, plain_bpp, factor):
+    target = plain_bpp * factor  # relative to the model's own rate: achievable whatever the weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RateControlWarning)
+        data, table_scale, achieved = encode_at_bpp(pipeline, image, target)
+    assert abs(achieved / target - 1) <= 0.03
+    assert achieved == bpp(len(data), WIDTH, HEIGHT)
+    assert (table_scale > 1) == (factor < 1)
+    assert data == pipeline.encode(image, table_scale)  # the reported scale reproduces the file
+    assert read_thumbnail(data).hr_size == (WIDTH, HEIGHT)
+
+
+def test_unreachable_target_warns_and_returns_the_closest(pipeline, image):
+    with pytest.warns(RateControlWarning, match="largest file"):
+        data, table_scale, achieved = encode_at_bpp(pipeline, image, 50.0)
+    assert achieved < 50.0 and len(data) == len(pipeline.encode(image, 1.0 / 512))
+
+
+def test_search_stops_on_a_size_step():
+    sizes = {True: b"x" * 1000, False: b"x" * 2000}  # the size jumps at table scale 3
+    with pytest.warns(RateControlWarning, match="jumps"):
+        data, table_scale = search_table_scale(lambda s: sizes[s >= 3.0], 1500)
+    assert len(data) in (1000, 2000) and table_scale == pytest.approx(3.0, rel=1e-3)
+
+
+def test_cli_target_bpp_and_rate(tmp_path, image, plain_bpp, capsys):
+    source = tmp_path / "photo.png"
+    save_image(image, source)
+    target = round(plain_bpp * 0.8, 4)
+    out = tmp_path / "target.jpg"
+    assert main(["encode", str(source), "-o", str(out), "--target-bpp", str(target), "--threads", "2"]) == 0
+    assert abs(bpp(out.stat().st_size, WIDTH, HEIGHT) / target - 1) <= 0.03
+    assert "table scale" in capsys.readouterr().out
+    sizes = []
+    for rate in ("0.5", "1", "2"):
+        out = tmp_path / f"rate{rate}.jpg"
+        assert main(["encode", str(source), "-o", str(out), "--rate", rate, "--threads", "2"]) == 0
+        sizes.append(out.stat().st_size)
+    assert sizes[0] > sizes[1] > sizes[2]
+    assert main(["encode", str(source), "-o", str(out), "--rate", "0"]) == 1
+
+
+def test_optimize_three_steps_gives_a_valid_file(tmp_path):
+    from hyperthumbnail.optimize import optimize_encoding
+
+    image = photo_like(128, 96, seed=3)
+    torch_pipeline = Pipeline(runtime="torch", threads=2)
+    plain = torch_pipeline.encode(image)
+    result = optimize_encoding(torch_pipeline.model, image, steps=3)
+    assert len(result.history) == 4 and 0 <= result.best_step <= 3
+    thumb = read_thumbnail(result.data)
+    assert thumb.hr_size == (128, 96) and thumb.tables.tolist() == read_thumbnail(plain).tables.tolist()
+    assert len(result.data) <= len(plain)  # the rate constraint holds on the real file
+    kept = result.history[result.best_step]
+    assert kept["l1"] <= result.history[0]["l1"]
+    assert torch_pipeline.decode(result.data).shape == (96, 128, 3)
+    # through the CLI (which switches to the torch runtime itself)
+    source, out = tmp_path / "small.png", tmp_path / "opt.jpg"
+    save_image(image, source)
+    assert main(["encode", str(source), "-o", str(out), "--optimize", "2", "--threads", "2"]) == 0
+    assert read_thumbnail(out.read_bytes()).hr_size == (128, 96)
+
+
+# ----------------------------------------------------------------------------- served TABLE_SCALE
+
+
+def _reference(repository, image: np.ndarray, table_scale: float) -> bytes:
+    """In-process encode with the served repository's own ONNX graphs."""
+    hr, size = steps.preprocess(image, SCALE)
+    coefficients = OnnxRunner(repository / "encoder" / "1" / "model.onnx").run({"image": hr[None]})["coefficients"]
+    qpm = OnnxRunner(repository / "qpm" / "1" / "model.onnx").run(
+        {"coefficients": coefficients, "table_scale": np.array([table_scale], np.float32)})
+    return steps.encode_thumbnail(qpm["quantized"][0], qpm["tables"][0], size, SCALE)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_served_table_scale(triton_server, served_repository, protocol):
+    from tritonclient.utils import InferenceServerException
+
+    module = pytest.importorskip(f"tritonclient.{protocol}")
+    url = triton_server.http_url if protocol == "http" else triton_server.grpc_url
+    client = module.InferenceServerClient(url)
+
+    def encode(images: np.ndarray, scales: np.ndarray | None) -> list[bytes]:
+        inputs = [module.InferInput("IMAGE", list(images.shape), "UINT8")]
+        inputs[0].set_data_from_numpy(images)
+        if scales is not None:
+            inputs.append(module.InferInput("TABLE_SCALE", list(scales.shape), "FP32"))
+            inputs[1].set_data_from_numpy(scales)
+        return [bytes(x) for x in client.infer("hyperthumbnail_encode", inputs).as_numpy("THUMBNAIL")[:, 0]]
+
+    try:
+        image = photo_like(130, 77, seed=5)
+        without = encode(image[None], None)[0]
+        assert without == _reference(served_repository, image, 1.0)
+        coarse = encode(image[None], np.array([[3.0]], np.float32))[0]
+        assert coarse == _reference(served_repository, image, 3.0) and len(coarse) < len(without)
+        pair = encode(np.stack([image, image]), np.array([[1.0], [3.0]], np.float32))  # one scale per image
+        assert pair == [without, coarse]
+        for bad in (0.0, np.nan):
+            with pytest.raises(InferenceServerException, match="TABLE_SCALE must be positive"):
+                encode(image[None], np.array([[bad]], np.float32))
+        assert encode(image[None], None)[0] == without  # still serving
+    finally:
+        client.close()
+
+
+@pytest.mark.server
+def test_target_bpp_through_the_server(triton_server, served_repository):
+    from hyperthumbnail.client import HyperThumbnailClient
+
+    image = photo_like(WIDTH, HEIGHT, seed=7)
+    with HyperThumbnailClient(triton_server.http_url) as client:
+        assert client.encode(image, table_scale=2.0) == _reference(served_repository, image, 2.0)
+        target = bpp(len(client.encode(image)), WIDTH, HEIGHT) * 0.75
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RateControlWarning)
+            data, table_scale, achieved = encode_at_bpp(client, image, target)
+    assert abs(achieved / target - 1) <= 0.03
+    assert data == _reference(served_repository, image, table_scale)
