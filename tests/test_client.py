@@ -179,7 +179,7 @@ def test_bad_bytes_are_invalid_input_with_the_servers_message(triton_server, pro
             c.decode(b"definitely not a jpeg")
         assert "in ensemble 'hyperthumbnail_decode', jpeg_decode: not a JPEG" in str(excinfo.value)
         with pytest.raises(InvalidInputError, match=f"limit of {MAX_PIXELS} pixels"):
-            c.encode(photo_like(500, 401))  # over the served repository's pixel limit
+            c.encode(photo_like(640, 640))  # over the served repository's pixel limit
         with pytest.raises(InvalidInputError, match="HxWx3 uint8"):
             c.encode(np.zeros((8, 8), np.float32))  # refused before sending
         assert c.decode(c.encode(photo_like(*B))).shape == (B[1], B[0], 3)  # still serving

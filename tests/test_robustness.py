@@ -524,7 +524,7 @@ WRONG_TENSORS = [
     ("no-batch-dim", "IMAGE", lambda: np.zeros((8, 8, 3), np.uint8), "UINT8", "unexpected shape"),
     ("batch-of-9", "IMAGE", lambda: np.zeros((9, 8, 8, 3), np.uint8), "UINT8", "batch-size must be <= 8"),
     ("zero-height", "IMAGE", lambda: np.zeros((1, 0, 8, 3), np.uint8), "UINT8", "no pixels"),
-    ("over-pixel-limit", "IMAGE", lambda: photo_like(500, 401)[None], "UINT8", f"limit of {MAX_PIXELS} pixels"),
+    ("over-pixel-limit", "IMAGE", lambda: photo_like(640, 640)[None], "UINT8", f"limit of {MAX_PIXELS} pixels"),
     ("wrong-input-name", "THUMBNAIL", lambda: np.array([[b"x"]], dtype=np.object_), "BYTES",
      "unexpected inference input 'THUMBNAIL'"),
 ]
@@ -590,7 +590,7 @@ def test_cli_through_the_server_reports_the_servers_reason(capsys, tmp_path, tri
                            "--protocol", protocol)
     assert_one_line_error(code, err, "decode", "IMG_0002.JPG", "jpeg_decode", "ordinary JPEG")
     big = tmp_path / "big.png"
-    Image.fromarray(photo_like(500, 401)).save(big)  # under the CLI's 40 MP, over the served MAX_PIXELS
+    Image.fromarray(photo_like(640, 640)).save(big)  # under the CLI's 40 MP, over the served MAX_PIXELS
     code, _, err = run_cli(capsys, "encode", str(big), "-o", str(tmp_path / "b.jpg"), "--url", url,
                            "--protocol", protocol)
     assert_one_line_error(code, err, "encode", "big.png", "preprocess", f"limit of {MAX_PIXELS} pixels")

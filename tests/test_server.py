@@ -154,7 +154,7 @@ def test_corrupted_thumbnail_is_refused(client):
 
 
 def test_image_over_pixel_limit_is_refused(client):
-    big = photo_like(500, 401)  # 200_500 pixels > MAX_PIXELS
+    big = photo_like(640, 640)  # 409_600 pixels > MAX_PIXELS
     with pytest.raises(InferenceServerException, match=f"limit of {MAX_PIXELS} pixels"):
         encode(client, big[None])
 
@@ -309,3 +309,31 @@ def test_serve_cli_reports_model_load_failure(repository, tmp_path):
     done = subprocess.run(_serve_command(repo), capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "failed to load 'qpm'" in done.stderr and "model.onnx is missing" in done.stderr
+
+
+# ----------------------------------------------------------------------------- a plain tritonclient program
+
+
+def test_plain_tritonclient_program_round_trips_a_768x512_photo(triton_server, tmp_path):
+    """client/roundtrip_tritonclient.py uses nothing but tritonclient and the interface names; its
+    thumbnail must equal the in-process `hyperthumbnail encode` output byte for byte."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    photo = tmp_path / "photo.png"
+    Image.fromarray(photo_like(768, 512, seed=11)).save(photo)
+    served, restored = tmp_path / "served.jpg", tmp_path / "restored.png"
+    subprocess.run([sys.executable, str(root / "client" / "roundtrip_tritonclient.py"), str(photo),
+                    "--url", triton_server.http_url, "--thumbnail", str(served), "--output", str(restored)],
+                   check=True, capture_output=True, timeout=300)
+    in_process = tmp_path / "in_process.jpg"
+    assert served_weights() is None, "the served repository must use the shipped weights, like the CLI"
+    from hyperthumbnail.cli import main
+
+    assert main(["encode", str(photo), "-o", str(in_process)]) == 0
+    assert served.read_bytes() == in_process.read_bytes()
+    assert Image.open(restored).size == (768, 512)
+    assert Image.open(served).size == (192, 128)
