@@ -20,9 +20,11 @@ Runtime = Literal["onnx", "torch"]
 
 
 def onnx_cache_dir(weights: Path) -> Path:
-    """Exported graphs are cached per weights file (by content hash)."""
+    """Exported graphs are cached per weights file and export code (by content hashes)."""
+    from .export.onnx_export import export_code_hash
+
     root = Path(os.environ.get("HYPERTHUMBNAIL_CACHE", Path.home() / ".cache" / "hyperthumbnail"))
-    return root / "onnx" / file_sha256(weights)[:16]
+    return root / "onnx" / f"{file_sha256(weights)[:16]}-{export_code_hash()[:8]}"
 
 
 class Pipeline:

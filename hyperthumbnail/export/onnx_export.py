@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import hashlib
 import json
 import logging
 import os
@@ -208,6 +209,16 @@ def write_manifest(model: HyperThumbnail, out_dir: str | Path, opset: int = DEFA
     path = out_dir / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
+
+
+def export_code_hash() -> str:
+    """Hash of the code that shapes the exported graphs: caches of exported graphs (the serving
+    repository, the in-process pipeline) key on it, so a code change means a re-export."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*(package / "model").glob("*.py"), Path(__file__).resolve()]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def load_export_model(model: HyperThumbnail | str | os.PathLike | None, scale: int = 4) -> tuple[HyperThumbnail, str | None]:

@@ -63,12 +63,6 @@ def _templates_hash(templates: Path) -> str:
     return _hash_files(files, templates)
 
 
-def _code_hash() -> str:
-    """The code that shapes the exported graphs (a change there needs a re-export)."""
-    files = list((_PACKAGE / "model").glob("*.py")) + [_PACKAGE / "export" / "onnx_export.py"]
-    return _hash_files(files, _PACKAGE)
-
-
 def _model_hash(model) -> str:
     digest = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
@@ -167,6 +161,8 @@ def build_repository(
         plan_max_batch = DEFAULT_MAX_BATCH
     if plan_max_batch < 1:
         raise RepositoryError(f"plan_max_batch must be >= 1, got {plan_max_batch}")
+    from ..export.onnx_export import export_code_hash
+
     weights_hash, source = _weights_identity(weights, scale)
     stamp = {
         "format": 1,
@@ -174,7 +170,7 @@ def build_repository(
         "scale": int(scale),
         "target": target,
         "templates": _templates_hash(templates),
-        "code": _code_hash(),
+        "code": export_code_hash(),
         "plans": {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in sorted(plan_paths.items())},
         "plan_max_batch": plan_max_batch if plan_paths else None,
     }
