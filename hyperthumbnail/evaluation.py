@@ -11,10 +11,10 @@ from PIL import Image
 
 from .benchmarks.jpeg import bicubic_downscale
 from .codec.images import crop_to, load_image, pad_to_multiple
-from .codec.thumbnail import Thumbnail, write_thumbnail
 from .metrics import bpp as bits_per_pixel
 from .metrics import psnr
 from .model import HyperThumbnail
+from .serving.steps import encode_thumbnail
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -31,7 +31,7 @@ def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.devic
     s = model.scale
     hr = to_tensor(pad_to_multiple(image, model.block)).to(device)
     q, tables = model.encode(hr)
-    jpeg = write_thumbnail(Thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), s, (width, height)))
+    jpeg = encode_thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), (width, height), s)
     recon = crop_to(to_uint8(model.decode(q, tables)), width, height)
     thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # what any viewer shows
     ref = bicubic_downscale(image, s)

@@ -10,7 +10,7 @@ from typing import Callable
 
 import jpeglib
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ..codec.images import pad_to_multiple
 from ..model.qpm import JPEG_CHROMA_Q50, JPEG_LUMA_Q50
@@ -35,8 +35,16 @@ def bicubic_downscale(image: np.ndarray, scale: int) -> np.ndarray:
 def encode_jpeg(image: np.ndarray, quality: int, subsampling: str = "444") -> bytes:
     """Baseline JPEG with the IJG tables at `quality` and optimized Huffman tables (as our thumbnails)."""
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", quality=int(quality), subsampling=SUBSAMPLING[subsampling],
-                                optimize=True)
+    # With optimize=True libjpeg must write the whole file in one pass, and Pillow sizes that buffer
+    # at 2 bytes/pixel, too small at quality ~100 4:4:4 ("Suspension not allowed here"): raise
+    # Pillow's floor (MAXBLOCK) to the raw image size for this call.
+    previous = ImageFile.MAXBLOCK
+    ImageFile.MAXBLOCK = max(previous, 2 * image.size)
+    try:
+        Image.fromarray(image).save(buf, "JPEG", quality=int(quality), subsampling=SUBSAMPLING[subsampling],
+                                    optimize=True)
+    finally:
+        ImageFile.MAXBLOCK = previous
     return buf.getvalue()
 
 
