@@ -288,7 +288,7 @@ def test_perf_sweep(tmp_path, triton_server, model, protocol, shm, capsys):
     config = report["config"]
     assert config["model"] == model and config["protocol"] == protocol and config["shm"] is shm
     assert config["resolution"] == "256x256" and config["concurrency"] == [1, 2]
-    assert config["machine"]["cpu_count"] >= 1 and config["server_version"]
+    assert config["machine"]["logical_cores"] >= 1 and config["server_version"]
     assert [r["concurrency"] for r in report["results"]] == [1, 2]
     for r in report["results"]:
         assert r["errors"] == 0 and r["first_error"] is None

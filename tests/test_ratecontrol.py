@@ -32,11 +32,6 @@ def pipeline() -> Pipeline:
     return Pipeline(threads=2)
 
 
-@pytest.fixture(scope="module")
-def plain_bpp(pipeline, image) -> float:
-    return bpp(len(pipeline.encode(image)), WIDTH, HEIGHT)
-
-
 def test_analyze_then_write_is_encode(pipeline, image):
     coefficients, hr_size = pipeline.analyze(image)
     assert coefficients.shape == (3, 64, HEIGHT // (8 * SCALE), WIDTH // (8 * SCALE))
@@ -58,8 +53,10 @@ def test_rate_is_monotonic_and_scales_the_tables(pipeline, image):
 
 
 @pytest.mark.parametrize("factor", [0.7, 1.5])
-def test_target_bpp_lands_within_tolerance(pipeline, image, plain_bpp, factor):
-    target = plain_bpp * factor  # relative to the model's own rate: achievable whatever the weights
+def test_target_bpp_lands_within_tolerance(pipeline, image, factor):
+    # The size of a real file written at a nearby table scale: achievable whatever the weights
+    # (a fixed multiple of the model's rate can fall in a size step of the integer tables).
+    target = bpp(len(pipeline.encode(image, 1 / factor)), WIDTH, HEIGHT)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RateControlWarning)
         data, table_scale, achieved = encode_at_bpp(pipeline, image, target)
@@ -83,10 +80,10 @@ def test_search_stops_on_a_size_step():
     assert len(data) in (1000, 2000) and table_scale == pytest.approx(3.0, rel=1e-3)
 
 
-def test_cli_target_bpp_and_rate(tmp_path, image, plain_bpp, capsys):
+def test_cli_target_bpp_and_rate(tmp_path, pipeline, image, capsys):
     source = tmp_path / "photo.png"
     save_image(image, source)
-    target = round(plain_bpp * 0.8, 4)
+    target = round(bpp(len(pipeline.encode(image, 1.25)), WIDTH, HEIGHT), 4)  # a reachable size
     out = tmp_path / "target.jpg"
     assert main(["encode", str(source), "-o", str(out), "--target-bpp", str(target), "--threads", "2"]) == 0
     assert abs(bpp(out.stat().st_size, WIDTH, HEIGHT) / target - 1) <= 0.03

@@ -159,6 +159,21 @@ def _stats(client) -> dict[str, dict[str, int]]:
     return out
 
 
+def _settled_stats(client) -> dict:
+    """Triton records an ensemble's statistics just after it answers, so a read right after a
+    request can miss it: read until two consecutive reads agree (at most ~2 s)."""
+    import time
+
+    previous = _stats(client)
+    for _ in range(40):
+        time.sleep(0.05)
+        current = _stats(client)
+        if current == previous:
+            return current
+        previous = current
+    return previous
+
+
 class TritonStage(Stage):
     """One ensemble through the client SDK; server-side time per step from Triton's statistics."""
 
@@ -192,14 +207,14 @@ class TritonStage(Stage):
         return self.call()
 
     def begin(self) -> None:
-        self.before = _stats(self.stats_client)
+        self.before = _settled_stats(self.stats_client)
 
     def once(self, timer: StepTimer) -> Any:
         with timer("request"):
             return self.call()
 
     def finish(self, output: Any) -> None:
-        after = _stats(self.stats_client)
+        after = _settled_stats(self.stats_client)
         delta = {m: {k: after[m][k] - self.before.get(m, {}).get(k, 0) for k in after[m]}
                  for m in [self.ensemble, *self.composing]}
         n = max(delta[self.ensemble]["count"], 1)
