@@ -26,13 +26,11 @@ def scan_bytes(jpeg: bytes) -> int:
 
 def real_scan_bits(q: torch.Tensor, tables: torch.Tensor, scale: int) -> np.ndarray:
     """Huffman-coded scan bits per image for quantized coefficients (B,3,64,h,w)."""
-    from hyperthumbnail.codec.thumbnail import Thumbnail, write_thumbnail
+    from ..serving.steps import encode_thumbnail
 
     q_np = q.detach().round().to(torch.int16).cpu().numpy()
     t_np = tables.detach().round().clamp(1, 255).to(torch.uint8).cpu().numpy()
-    bits = []
-    for coef, tab in zip(q_np, t_np):
-        h, w = coef.shape[-2:] 
-        size = (w * 8 * scale, h * 8 * scale)
-        bits.append(8 * scan_bytes(write_thumbnail(Thumbnail(coef, tab, scale, size))))
-    return np.asarray(bits, dtype=np.float64)
+    h, w = q_np.shape[-2:]
+    hr_size = (w * 8 * scale, h * 8 * scale)
+    return np.asarray([8 * scan_bytes(encode_thumbnail(coef, tab, hr_size, scale)) for coef, tab in zip(q_np, t_np)],
+                      dtype=np.float64)
