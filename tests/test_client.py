@@ -9,7 +9,6 @@ import csv
 import json
 import struct
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
