@@ -104,3 +104,34 @@ def test_loss_goes_down_and_rate_model_tracks_real_bytes(image_folder: Path, tmp
     # The calibration factor is a measured ratio of real Huffman-coded scan bits to the proxy.
     cal = float(rows[-1][header.index("rate_calibration")])
     assert 0.05 < cal < 20 and cal != 1.0
+
+
+def test_warm_start_from_the_other_scale_keeps_the_bicubic_starting_point(tmp_path: Path) -> None:
+    """4x weights seed a 2x run: matching tensors load, and the partly loaded encoder/decoder
+    keep their zero output layers, so the untrained 2x model is still bicubic down/up."""
+    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.weights import save_weights
+
+    small = dict(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1)
+    source = HyperThumbnail(ModelConfig(scale=4, **small))
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.01)  # every tensor non-zero, so "kept zero" is the loader's doing
+    save_weights(source, tmp_path / "x4.safetensors", {})
+
+    trainer = Trainer(TrainConfig(data=str(tmp_path), run_dir=str(tmp_path / "run"), val_data=None, scale=2,
+                                  init_weights=str(tmp_path / "x4.safetensors"), model=ModelConfig(**small)))
+    trainer._init_from(str(tmp_path / "x4.safetensors"))
+    state, src = trainer.model.state_dict(), source.state_dict()
+    loaded = src["decoder.coef_branch.head.weight"].half().float()
+    assert torch.equal(state["decoder.coef_branch.head.weight"], loaded)
+    assert torch.equal(state["encoder.enc0.convs.0.weight"], src["encoder.enc0.convs.0.weight"].half().float())
+    assert not state["encoder.tail.weight"].any() and not state["decoder.body.tail.0.weight"].any()
+    assert torch.equal(trainer.ema.state_dict()["encoder.enc0.convs.0.weight"], state["encoder.enc0.convs.0.weight"])
+
+    hr = torch.rand(1, 3, 64, 64)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        thumb = model.encoder(hr)
+        assert torch.allclose(thumb, model.reference_downscale(hr).clamp(0, 1), atol=1e-6)

@@ -46,7 +46,7 @@ class TrainConfig:
     val_every: int = 1000
     calib_every: int = 50
     log_every: int = 20
-    select_max_bpp: float = 0.32
+    select_max_bpp: float | None = None  # default: the objective's target + 1/15 (0.32 at 0.30)
     select_min_thumbnail_psnr: float = 31.0
     init_weights: str | None = None  # start a NEW run from these weights (ignored when resuming)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -139,14 +139,28 @@ class Trainer:
 
     def _init_from(self, weights: str) -> None:
         """Warm start (e.g. from the shipped fp16 weights on a fresh machine): model and EMA only;
-        the rate model, optimizers and multipliers start fresh."""
+        the rate model, optimizers and multipliers start fresh.
+
+        Weights of the other scale work too: every tensor whose name and shape match is loaded
+        (for 4x -> 2x all but the encoder's first conv and the decoder's last one). In a module
+        loaded only in part, the zero-initialised output layers stay zero, so the 2x encoder still
+        starts as the bicubic thumbnail and the decoder as bicubic upscaling.
+        """
         from ..weights import load_model
 
-        state = load_model(weights).state_dict()
-        state = {k: v for k, v in state.items() if not k.startswith("rate_model.")}
-        self.model.load_state_dict(state, strict=False)
+        source = {k: v for k, v in load_model(weights).state_dict().items() if not k.startswith("rate_model.")}
+        target = self.model.state_dict()
+        fresh = [k for k in target if not k.startswith("rate_model.") and
+                 (k not in source or source[k].shape != target[k].shape)]
+        partial = {k.split(".")[0] for k in fresh}
+        keep_zero = [k for k, v in target.items() if k.split(".")[0] in partial and k not in fresh
+                     and v.is_floating_point() and v.numel() > 1 and not v.any()]
+        loaded = {k: v for k, v in source.items() if k in target and k not in fresh and k not in keep_zero}
+        self.model.load_state_dict(loaded, strict=False)
         self.ema.load_state_dict(self.model.state_dict())
-        print(f"initialised from {weights}")
+        note = f"; kept fresh: {', '.join(fresh + keep_zero)}" if fresh else ""
+        print(f"initialised {len(loaded)} of {len(target) - len(self.model.rate_model.state_dict())} "
+              f"tensors from {weights}{note}")
 
     def save(self) -> None:
         save_checkpoint(self.ckpt_path, self.state())
@@ -276,7 +290,8 @@ class Trainer:
             w.writerow({"step": self.step, "elapsed_s": round(self.elapsed, 1), **val})
         # best.pt: highest HR PSNR among validations that meet the product's constraints
         # (Kodak, the declared validation set, is the only set used to pick a checkpoint).
-        ok = val["bpp"] <= self.cfg.select_max_bpp and val["lr_psnr"] >= self.cfg.select_min_thumbnail_psnr
+        max_bpp = self.cfg.select_max_bpp or self.cfg.objective.target_bpp * 16 / 15
+        ok = val["bpp"] <= max_bpp and val["lr_psnr"] >= self.cfg.select_min_thumbnail_psnr
         if ok and val["psnr"] > self.best_score:
             self.best_score = val["psnr"]
             save_checkpoint(self.best_path, self.state())
