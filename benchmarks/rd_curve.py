@@ -8,6 +8,7 @@ ours is above the baseline. Writes rd_curve.json and rd_curve.png.
 
     .venv/bin/python benchmarks/rd_curve.py                      # Kodak, targets 0.15,0.2,0.3,0.45
     .venv/bin/python benchmarks/rd_curve.py --targets 0.15,0.3 --limit 4 --weights runs/x4/last.pt
+    .venv/bin/python benchmarks/rd_curve.py --scale 2 --targets 0.5,0.8,1.2,1.6   # the 2x model
 """
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
     p.add_argument("--targets", default="0.15,0.2,0.3,0.45", help="comma-separated target bpp values")
     p.add_argument("--tolerance", type=float, default=0.03, help="relative tolerance of each target")
-    p.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped")
+    p.add_argument("--scale", type=int, choices=(2, 4), default=4,
+                   help="which shipped weights (ignored with --weights); 2x results go to rd_curve_x2.*")
+    p.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped for --scale")
     p.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     p.add_argument("--limit", type=int, default=None, help="first N images")
@@ -63,17 +66,22 @@ def run_image(pipeline: Pipeline, baseline, path: Path, targets: list[float], to
             probes.append(table_scale)
             return pipeline.quantize_and_write(coefficients, hr_size, table_scale)
 
+        def write_tables(tables: np.ndarray) -> bytes:
+            probes.append(None)
+            return pipeline.write_with_tables(coefficients, hr_size, tables)
+
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RateControlWarning)
-            ours, table_scale = search_table_scale(write, target * width * height / 8.0, tolerance)
+            ours, table_scale = search_table_scale(write, target * width * height / 8.0, tolerance,
+                                                   write_tables=write_tables)
         search_s = time.perf_counter() - start
         achieved = bits_per_pixel(len(ours), width, height)
         common = {"image": path.name, "width": width, "height": height, "target_bpp": target}
         ours_coded = Coded(ours, pipeline.decode(ours))
         rows.append({**common, "method": "hyperthumbnail", **image_metrics(image, ours_coded, pipeline.scale),
                      "table_scale": table_scale, "within_tolerance": abs(achieved / target - 1) <= tolerance,
-                     "probes": len(probes), "search_s": search_s, "analyze_s": analyze_s,
+                     "probes": len(probes), "table_probes": probes.count(None), "search_s": search_s, "analyze_s": analyze_s,
                      "note": str(caught[0].message) if caught else None})
         base = baseline(image, ours)
         rows.append({**common, "method": "bicubic_jpeg", **image_metrics(image, base, pipeline.scale),
@@ -128,7 +136,7 @@ def plot(points: list[dict], rows: list[dict], path: Path, title: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     targets = sorted(float(t) for t in args.targets.split(","))
-    pipeline = Pipeline(args.weights, runtime=args.runtime, threads=args.threads)
+    pipeline = Pipeline(args.weights, scale=args.scale, runtime=args.runtime, threads=args.threads)
     baseline = bicubic_jpeg_codec(pipeline.scale, "444")
     paths = list_images(args.data)[:args.limit]
     started = time.monotonic()
@@ -148,14 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rd_curve.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(points, rows, out / "rd_curve.png", f"one model, rate control: {Path(args.data).name} ({len(paths)} images)")
+    stem = "rd_curve" if pipeline.scale == 4 else f"rd_curve_x{pipeline.scale}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(points, rows, out / f"{stem}.png",
+         f"one {pipeline.scale}x model, rate control: {Path(args.data).name} ({len(paths)} images)")
     for p in points:
         print(f"target {p['target_bpp']:.3f}: within ±{args.tolerance:.0%} {p['within_tolerance']}, "
               f"ours {p['hyperthumbnail']['bpp']:.4f} bpp {p['hyperthumbnail']['psnr']:.2f} dB "
               f"(thumb {p['hyperthumbnail']['lr_psnr']:.2f}) vs bicubic+JPEG {p['bicubic_jpeg']['bpp']:.4f} bpp "
               f"{p['bicubic_jpeg']['psnr']:.2f} dB: {p['psnr_gain_db']:+.2f} dB, above on {p['images_above_baseline']}")
-    print(f"wrote {out / 'rd_curve.json'} and {out / 'rd_curve.png'}")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0
 
 

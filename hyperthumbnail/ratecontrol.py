@@ -7,10 +7,16 @@ the search brackets the target on the *real* file size and then narrows the brac
 interpolating in log(size)-log(scale) space, each step kept inside the middle 80% of the
 bracket (a safeguarded bisection in log space: it never stalls, and usually needs 3-6 probes).
 
+Integer tables make the size move in steps: near some scales many entries round up together,
+and no scale lands within the tolerance. When the search ends on such a step and the tables can
+be written directly (an in-process `Pipeline`), a second stage walks between the two bracketing
+tables entry by entry (highest frequencies first) and bisects on how many entries take the
+coarser value: about 7 more probes, steps of one table entry.
+
 Only QPM, quantization and entropy coding depend on the scale: with an in-process `Pipeline`
 the encoder runs once (`Pipeline.analyze`) and each probe reruns `quantize_and_write`. Any other
 object with `encode(image, table_scale=...)` (e.g. the Triton client) is probed with whole
-encodes instead.
+encodes instead (scale search only: the served ensemble takes a scale, not tables).
 """
 from __future__ import annotations
 
@@ -21,7 +27,9 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from .codec.thumbnail import read_thumbnail
 from .metrics import bpp as bits_per_pixel
+from .model.dct import zigzag_order
 
 __all__ = ["MAX_TABLE_SCALE", "MIN_TABLE_SCALE", "RateControlWarning", "encode_at_bpp", "search_table_scale"]
 
@@ -47,12 +55,15 @@ class _Probe:
 
 
 def search_table_scale(write: Callable[[float], bytes], target_bytes: float, tolerance: float = 0.03,
-                       max_probes: int = 30) -> tuple[bytes, float]:
+                       max_probes: int = 30,
+                       write_tables: Callable[[np.ndarray], bytes] | None = None) -> tuple[bytes, float]:
     """The file `write(table_scale)` closest to `target_bytes` -> (bytes, table_scale).
 
-    Stops at the first file within `tolerance` (relative). Warns (`RateControlWarning`) when no
-    table scale gets there: the target is outside what the table range [1, 255] allows, or the
-    size jumps over it between two neighbouring scales.
+    Stops at the first file within `tolerance` (relative). `write_tables((2, 64) uint8 tables)`,
+    when given, is used where the size jumps over the target between two neighbouring scales:
+    the file then holds tables between those of the returned scale and the next coarser probe.
+    Warns (`RateControlWarning`) when nothing gets there: the target is outside what the table
+    range [1, 255] allows, or even one table entry moves the size across the whole tolerance.
     """
     if target_bytes <= 0:
         raise ValueError(f"target size must be positive, got {target_bytes}")
@@ -77,9 +88,15 @@ def search_table_scale(write: Callable[[float], bytes], target_bytes: float, tol
             left, right = too_big, too_small
             width = right.log_scale - left.log_scale
             if width < 1e-4:
+                if write_tables is not None:
+                    blended = _blend_tables(write_tables, left.data, right.data, target_bytes, tolerance)
+                    if blended is not None:
+                        return blended, math.exp(left.log_scale)
+                    reason = "even single table entries move the size across the tolerance"
+                else:
+                    reason = "many table entries round to the next integer at once"
                 reason = (f"the size jumps from {len(left.data)} to {len(right.data)} bytes between table "
-                          f"scales {math.exp(left.log_scale):.6g} and {math.exp(right.log_scale):.6g} (many table "
-                          "entries round to the next integer at once)")
+                          f"scales {math.exp(left.log_scale):.6g} and {math.exp(right.log_scale):.6g} ({reason})")
                 break
             x = _interpolate(left, right, log_target)
             x = min(max(x, left.log_scale + 0.1 * width), right.log_scale - 0.1 * width)
@@ -97,6 +114,33 @@ def search_table_scale(write: Callable[[float], bytes], target_bytes: float, tol
                                      f"closest {len(best.data)} bytes at table scale {math.exp(best.log_scale):.4f}"),
                   stacklevel=2)
     return best.data, math.exp(best.log_scale)
+
+
+def _blend_tables(write_tables: Callable[[np.ndarray], bytes], finer: bytes, coarser: bytes,
+                  target_bytes: float, tolerance: float) -> bytes | None:
+    """Bisect on how many of the differing table entries take the coarser file's value.
+
+    `finer` is above the target and `coarser` below. Entries switch highest zig-zag frequency
+    first (luma and chroma alternating at each frequency): coarser high frequencies cost the
+    least visible detail, and one entry at a time moves the size in small steps. The size is
+    monotone in the number switched up to rounding noise; bisection needs it only roughly.
+    -> the first file within the tolerance, else None.
+    """
+    fine_tables = read_thumbnail(finer).tables
+    coarse_tables = read_thumbnail(coarser).tables
+    order = [(c, int(k)) for k in zigzag_order()[::-1] for c in (0, 1)]
+    differing = [(c, k) for c, k in order if fine_tables[c, k] != coarse_tables[c, k]]
+    lo, hi = 0, len(differing)  # switching `lo` entries stays above the target, `hi` goes below
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        tables = fine_tables.copy()
+        for c, k in differing[:mid]:
+            tables[c, k] = coarse_tables[c, k]
+        data = write_tables(tables)
+        if abs(len(data) / target_bytes - 1.0) <= tolerance:
+            return data
+        lo, hi = (mid, hi) if len(data) > target_bytes else (lo, mid)
+    return None
 
 
 def _slope(a: _Probe, b: _Probe) -> float:
@@ -124,7 +168,8 @@ def encode_at_bpp(pipeline: Encoder, image: np.ndarray, target_bpp: float, toler
                   max_pixels: int | None = None) -> tuple[bytes, float, float]:
     """Encode `image` (HxWx3 uint8) at `target_bpp` (whole .jpg file over HR pixels).
 
-    -> (jpg bytes, table_scale used, achieved bpp). `pipeline`: a `hyperthumbnail.pipeline.Pipeline`
+    -> (jpg bytes, table_scale used, achieved bpp); in-process, the file may hold tables between
+    those of `table_scale` and the next coarser scale (see `search_table_scale`). `pipeline`: a `hyperthumbnail.pipeline.Pipeline`
     (encoder run once; `max_pixels` is its size limit) or anything with
     `encode(image, table_scale=...)`, e.g. `hyperthumbnail.client.HyperThumbnailClient`.
     Warns with `RateControlWarning` and returns the closest file when the target is out of reach.
@@ -132,14 +177,19 @@ def encode_at_bpp(pipeline: Encoder, image: np.ndarray, target_bpp: float, toler
     if target_bpp <= 0:
         raise ValueError(f"target bpp must be positive, got {target_bpp}")
     height, width = image.shape[:2]
+    write_tables = None
     if hasattr(pipeline, "analyze"):
         coefficients, hr_size = pipeline.analyze(image, max_pixels)
 
         def write(table_scale: float) -> bytes:
             return pipeline.quantize_and_write(coefficients, hr_size, table_scale)
+
+        def write_tables(tables: np.ndarray) -> bytes:
+            return pipeline.write_with_tables(coefficients, hr_size, tables)
     else:
         def write(table_scale: float) -> bytes:
             return pipeline.encode(image, table_scale=table_scale)
 
-    data, table_scale = search_table_scale(write, target_bpp * width * height / 8.0, tolerance)
+    data, table_scale = search_table_scale(write, target_bpp * width * height / 8.0, tolerance,
+                                           write_tables=write_tables)
     return data, table_scale, bits_per_pixel(len(data), width, height)

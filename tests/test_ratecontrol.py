@@ -80,6 +80,32 @@ def test_search_stops_on_a_size_step():
     assert len(data) in (1000, 2000) and table_scale == pytest.approx(3.0, rel=1e-3)
 
 
+def test_write_with_tables_matches_the_qpm_graph(pipeline, image):
+    coefficients, hr_size = pipeline.analyze(image)
+    for table_scale in (1.0, 1.7):
+        data = pipeline.quantize_and_write(coefficients, hr_size, table_scale)
+        assert pipeline.write_with_tables(coefficients, hr_size, read_thumbnail(data).tables) == data
+
+
+def test_size_step_is_crossed_by_blending_the_tables(pipeline, image):
+    """A size step (here made by switching tables at scale 3) is crossed one table entry at a
+    time: the file lands within ±3% with tables between the two bracketing ones."""
+    coefficients, hr_size = pipeline.analyze(image)
+    fine, coarse = (pipeline.quantize_and_write(coefficients, hr_size, s) for s in (1.0, 1.4))
+    target = (len(fine) + len(coarse)) / 2
+    assert len(fine) > 1.05 * target and len(coarse) < 0.95 * target  # a real jump over the tolerance
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RateControlWarning)
+        data, table_scale = search_table_scale(
+            lambda s: fine if s < 3.0 else coarse, target,
+            write_tables=lambda t: pipeline.write_with_tables(coefficients, hr_size, t))
+    assert abs(len(data) / target - 1) <= 0.03 and table_scale == pytest.approx(3.0, rel=1e-3)
+    tables = read_thumbnail(data).tables
+    assert (read_thumbnail(fine).tables <= tables).all() and (tables <= read_thumbnail(coarse).tables).all()
+    decoded = pipeline.decode(data)  # a valid file of the same image
+    assert decoded.shape == image.shape
+
+
 def test_cli_target_bpp_and_rate(tmp_path, pipeline, image, capsys):
     source = tmp_path / "photo.png"
     save_image(image, source)
