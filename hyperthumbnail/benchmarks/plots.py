@@ -67,12 +67,13 @@ def _bars(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_rd(results: dict, rows: list[dict], out: Path) -> None:
-    """rd_psnr.png, rd_thumbnail.png, rd_bars.png in `out`."""
-    _scatter(results, rows, "psnr", "HR PSNR (dB, RGB)", "Rate vs HR reconstruction", out / "rd_psnr.png")
-    _scatter(results, rows, "lr_psnr", "thumbnail PSNR vs bicubic (dB)", "Rate vs thumbnail fidelity",
-             out / "rd_thumbnail.png")
-    _bars(results, out / "rd_bars.png")
+def plot_rd(results: dict, rows: list[dict], out: Path, stem: str = "rd") -> None:
+    """{stem}_psnr.png, {stem}_thumbnail.png, {stem}_bars.png in `out`."""
+    scale = f" ({results['meta']['scale']}x)" if "meta" in results else ""
+    _scatter(results, rows, "psnr", "HR PSNR (dB, RGB)", f"Rate vs HR reconstruction{scale}", out / f"{stem}_psnr.png")
+    _scatter(results, rows, "lr_psnr", "thumbnail PSNR vs bicubic (dB)", f"Rate vs thumbnail fidelity{scale}",
+             out / f"{stem}_thumbnail.png")
+    _bars(results, out / f"{stem}_bars.png")
 
 
 STAGE_COLORS = {"pixels": "tab:gray", "neural": "tab:red", "jpeg coding": "tab:blue",

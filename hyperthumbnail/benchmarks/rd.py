@@ -36,7 +36,8 @@ class RDConfig:
     datasets: list[str] = field(default_factory=lambda: list(DATASETS))
     data_root: Path = Path("../shared/datasets")
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    weights: Path | None = None          # ours; None = shipped
+    scale: int = 4                       # which shipped weights (when `weights` is None)
+    weights: Path | None = None          # ours; None = shipped for `scale`
     runtime: str = "onnx"
     sr_weights: Path | None = None       # None = shipped SR baseline
     out: Path = Path("benchmarks/results")
@@ -70,13 +71,13 @@ class RDBenchmark:
         missing = [str(p) for p in self.folders.values() if not p.is_dir()]
         if missing:
             raise FileNotFoundError(f"dataset folders not found: {', '.join(missing)}")
-        self.weights = Path(cfg.weights) if cfg.weights else default_weights_path()
+        self.weights = Path(cfg.weights) if cfg.weights else default_weights_path(cfg.scale)
         self.pipeline = None
         self.sr = None
-        self.scale = 4
+        self.scale = cfg.scale
         if set(cfg.methods) & set(NEEDS_OUR_FILE):
             from ..pipeline import Pipeline
-            self.pipeline = Pipeline(self.weights, runtime=cfg.runtime, threads=cfg.threads)
+            self.pipeline = Pipeline(self.weights, scale=cfg.scale, runtime=cfg.runtime, threads=cfg.threads)
             self.scale = self.pipeline.scale
         if "sr_baseline" in cfg.methods:
             from .sr_baseline import DEFAULT_SR_WEIGHTS, SRBaseline
@@ -84,9 +85,9 @@ class RDBenchmark:
                 import torch
                 torch.set_num_threads(cfg.threads)
             self.sr = SRBaseline(cfg.sr_weights or DEFAULT_SR_WEIGHTS)
-            if self.pipeline is not None and self.sr.scale != self.scale:
-                raise ValueError(f"SR baseline is for scale {self.sr.scale}, our weights for {self.scale}")
-            self.scale = self.sr.scale
+            if self.sr.scale != self.scale:
+                raise ValueError(f"the SR baseline is for scale {self.sr.scale}, this run is scale {self.scale} "
+                                 "(leave sr_baseline out of --methods)")
         factories = {
             "hyperthumbnail": lambda: hyperthumbnail_codec(self.pipeline),
             "bicubic_jpeg": lambda: bicubic_jpeg_codec(self.scale, "444"),
@@ -127,7 +128,7 @@ class RDBenchmark:
             elapsed[dataset] = round(time.monotonic() - t0, 1)
         results = summarize(rows, cfg.datasets, cfg.methods)
         results["meta"] = self.meta(rows, elapsed, time.monotonic() - started)
-        write_outputs(results, rows, Path(cfg.out))
+        write_outputs(results, rows, Path(cfg.out), output_stem(self.scale))
         return results
 
     def meta(self, rows: list[dict], elapsed: dict[str, float], total: float) -> dict:
@@ -167,12 +168,17 @@ def summarize(rows: list[dict], datasets: list[str], methods: list[str]) -> dict
     return out
 
 
-def write_outputs(results: dict, rows: list[dict], out: Path) -> None:
+def output_stem(scale: int) -> str:
+    """rd.* for the 4x model (the product's default), rd_x2.* for the 2x one."""
+    return "rd" if scale == 4 else f"rd_x{scale}"
+
+
+def write_outputs(results: dict, rows: list[dict], out: Path, stem: str = "rd") -> None:
     from .plots import plot_rd
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rd.json").write_text(json.dumps(results, indent=2) + "\n")
-    with open(out / "rd.csv", "w", newline="") as f:
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["dataset", "method", "images", *METRICS, "mean_quality", "seconds_per_image"])
         for d, per_method in ((d, v) for d, v in results.items() if d != "meta"):
@@ -182,9 +188,9 @@ def write_outputs(results: dict, rows: list[dict], out: Path) -> None:
                 w.writerow([d, m, len(sel), *(f"{vals[k]:.4f}" for k in METRICS),
                             f"{np.mean(qualities):.1f}" if qualities else "",
                             f"{np.mean([r['seconds'] for r in sel]):.3f}"])
-    with open(out / "rd_images.csv", "w", newline="") as f:
+    with open(out / f"{stem}_images.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=IMAGE_FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
-    plot_rd(results, rows, out)
+    plot_rd(results, rows, out, stem)

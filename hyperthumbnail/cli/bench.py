@@ -29,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rd.add_argument("--datasets", type=_csv_list, default=list(DATASETS), help="folders under --data-root")
     rd.add_argument("--data-root", default="../shared/datasets")
-    rd.add_argument("--methods", type=_csv_list, default=list(METHODS), help=f"any of {','.join(METHODS)}")
-    rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped")
+    rd.add_argument("--methods", type=_csv_list, default=None,
+                    help=f"any of {','.join(METHODS)} (default: all; at --scale 2 all but sr_baseline, which is 4x)")
+    rd.add_argument("--scale", type=int, choices=(2, 4), default=4,
+                    help="which shipped model; --scale 2 writes rd_x2.* instead of rd.*")
+    rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped for --scale")
     rd.add_argument("--runtime", choices=("onnx", "torch"), default="onnx", help="our pipeline's runtime")
     rd.add_argument("--sr-weights", default=None, help="SR baseline weights; default: shipped")
     rd.add_argument("--out", default="benchmarks/results")
@@ -68,15 +71,19 @@ def _command(args: argparse.Namespace, words: list[str]) -> str:
 
 
 def run_rd(args: argparse.Namespace) -> int:
-    from ..benchmarks.rd import RDBenchmark, RDConfig
+    from ..benchmarks.rd import RDBenchmark, RDConfig, output_stem
 
+    from ..benchmarks import METHODS
+
+    if args.methods is None:
+        args.methods = [m for m in METHODS if args.scale == 4 or m != "sr_baseline"]
     words = ["--datasets", ",".join(args.datasets), "--data-root", args.data_root, "--methods", ",".join(args.methods),
-             "--runtime", args.runtime, "--out", args.out]
+             "--scale", str(args.scale), "--runtime", args.runtime, "--out", args.out]
     words += [w for flag, v in (("--weights", args.weights), ("--sr-weights", args.sr_weights),
                                 ("--limit", args.limit), ("--threads", args.threads or None)) if v is not None
               for w in (flag, str(v))]
     cfg = RDConfig(datasets=args.datasets, data_root=Path(args.data_root), methods=args.methods,
-                   weights=args.weights, runtime=args.runtime, sr_weights=args.sr_weights, out=Path(args.out),
+                   scale=args.scale, weights=args.weights, runtime=args.runtime, sr_weights=args.sr_weights, out=Path(args.out),
                    limit=args.limit, threads=args.threads, command=_command(args, words))
     try:
         bench = RDBenchmark(cfg)
@@ -84,7 +91,9 @@ def run_rd(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     results = bench.run()
     _print_rd(results)
-    print(f"wrote {Path(args.out) / 'rd.json'} (+ rd.csv, rd_images.csv, rd_psnr.png, rd_thumbnail.png, rd_bars.png)")
+    stem = output_stem(bench.scale)
+    print(f"wrote {Path(args.out) / (stem + '.json')} (+ {stem}.csv, {stem}_images.csv, {stem}_psnr.png, "
+          f"{stem}_thumbnail.png, {stem}_bars.png)")
     return 0
 
 
