@@ -13,8 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from .model.hyperthumbnail import COEF_LIMIT
-from .serving.steps import decode_thumbnail, encode_thumbnail, postprocess, preprocess
+from .serving.steps import decode_thumbnail, encode_thumbnail, postprocess, preprocess, quantize_with_tables
 from .weights import default_weights_path, file_sha256
 
 Runtime = Literal["onnx", "torch"]
@@ -109,12 +108,8 @@ class Pipeline:
         """Quantize with given (2, 64) tables (natural order, row 0 luma) -> .jpg bytes.
 
         Rate control's fine step sets single table entries, which no table scale can express.
-        Same rounding as the QPM graph (float32 division, round half to even, clamp).
         """
-        tables = np.asarray(tables, np.uint8)
-        per_component = tables[[0, 1, 1]].astype(np.float32)[:, :, None, None]
-        quantized = np.clip(np.rint(coefficients / per_component), -COEF_LIMIT, COEF_LIMIT).astype(np.int16)
-        return encode_thumbnail(quantized, tables, hr_size, self.scale)
+        return encode_thumbnail(quantize_with_tables(coefficients, tables), tables, hr_size, self.scale)
 
     def encode(self, image: np.ndarray, table_scale: float = 1.0, max_pixels: int | None = None) -> bytes:
         """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""

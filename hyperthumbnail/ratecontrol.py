@@ -29,7 +29,6 @@ import numpy as np
 
 from .codec.thumbnail import read_thumbnail
 from .metrics import bpp as bits_per_pixel
-from .model.dct import zigzag_order
 
 __all__ = ["MAX_TABLE_SCALE", "MIN_TABLE_SCALE", "RateControlWarning", "encode_at_bpp", "search_table_scale"]
 
@@ -120,7 +119,7 @@ def _blend_tables(write_tables: Callable[[np.ndarray], bytes], finer: bytes, coa
                   target_bytes: float, tolerance: float) -> bytes | None:
     """Bisect on how many of the differing table entries take the coarser file's value.
 
-    `finer` is above the target and `coarser` below. Entries switch highest zig-zag frequency
+    `finer` is above the target and `coarser` below. Entries switch highest frequency (u+v)
     first (luma and chroma alternating at each frequency): coarser high frequencies cost the
     least visible detail, and one entry at a time moves the size in small steps. The size is
     monotone in the number switched up to rounding noise; bisection needs it only roughly.
@@ -128,7 +127,8 @@ def _blend_tables(write_tables: Callable[[np.ndarray], bytes], finer: bytes, coa
     """
     fine_tables = read_thumbnail(finer).tables
     coarse_tables = read_thumbnail(coarser).tables
-    order = [(c, int(k)) for k in zigzag_order()[::-1] for c in (0, 1)]
+    by_frequency = sorted(range(64), key=lambda k: (-(k // 8 + k % 8), k))  # u+v, highest first
+    order = [(c, k) for k in by_frequency for c in (0, 1)]
     differing = [(c, k) for c, k in order if fine_tables[c, k] != coarse_tables[c, k]]
     lo, hi = 0, len(differing)  # switching `lo` entries stays above the target, `hi` goes below
     while hi - lo > 1:
@@ -170,13 +170,21 @@ def encode_at_bpp(pipeline: Encoder, image: np.ndarray, target_bpp: float, toler
 
     -> (jpg bytes, table_scale used, achieved bpp); in-process, the file may hold tables between
     those of `table_scale` and the next coarser scale (see `search_table_scale`). `pipeline`: a `hyperthumbnail.pipeline.Pipeline`
-    (encoder run once; `max_pixels` is its size limit) or anything with
-    `encode(image, table_scale=...)`, e.g. `hyperthumbnail.client.HyperThumbnailClient`.
+    (encoder run once; `max_pixels` is its size limit), a `HyperThumbnailClient` (the server runs
+    the search: `hyperthumbnail_encode_at_bpp`, one request), or anything with
+    `encode(image, table_scale=...)` (probed with whole encodes).
     Warns with `RateControlWarning` and returns the closest file when the target is out of reach.
     """
     if target_bpp <= 0:
         raise ValueError(f"target bpp must be positive, got {target_bpp}")
     height, width = image.shape[:2]
+    if hasattr(pipeline, "encode_at_bpp"):  # a Triton client: the server searches, one request
+        data, table_scale, achieved = pipeline.encode_at_bpp(image, target_bpp, tolerance)
+        if abs(achieved / target_bpp - 1.0) > tolerance:
+            warnings.warn(RateControlWarning(f"target {target_bpp:g} bpp not reached: the server returned its "
+                                             f"closest file, {achieved:.4f} bpp at table scale {table_scale:.4g}"),
+                          stacklevel=2)
+        return data, table_scale, achieved
     write_tables = None
     if hasattr(pipeline, "analyze"):
         coefficients, hr_size = pipeline.analyze(image, max_pixels)

@@ -50,8 +50,9 @@ def served_repository(tmp_path_factory) -> Path:
     from hyperthumbnail.serving.repository import build_repository, set_parameter
 
     repo = build_repository(tmp_path_factory.mktemp("serving") / "model_repository", weights=served_weights(), scale=SCALE)
-    config = repo / "preprocess" / "config.pbtxt"
-    config.write_text(set_parameter(config.read_text(), "max_pixels", str(MAX_PIXELS)))
+    for name in ("preprocess", "hyperthumbnail_encode_at_bpp"):
+        config = repo / name / "config.pbtxt"
+        config.write_text(set_parameter(config.read_text(), "max_pixels", str(MAX_PIXELS)))
     return repo
 
 

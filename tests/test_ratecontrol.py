@@ -149,13 +149,25 @@ def test_optimize_three_steps_gives_a_valid_file(tmp_path):
 # ----------------------------------------------------------------------------- served TABLE_SCALE
 
 
+class _Reference:
+    """In-process encodes with the served repository's own ONNX graphs."""
+
+    def __init__(self, repository, image: np.ndarray):
+        hr, self.size = steps.preprocess(image, SCALE)
+        self.coefficients = OnnxRunner(repository / "encoder" / "1" / "model.onnx").run({"image": hr[None]})["coefficients"]
+        self.qpm = OnnxRunner(repository / "qpm" / "1" / "model.onnx")
+
+    def write(self, table_scale: float) -> bytes:
+        out = self.qpm.run({"coefficients": self.coefficients, "table_scale": np.array([table_scale], np.float32)})
+        return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], self.size, SCALE)
+
+    def write_tables(self, tables: np.ndarray) -> bytes:
+        quantized = steps.quantize_with_tables(self.coefficients[0], tables)
+        return steps.encode_thumbnail(quantized, tables, self.size, SCALE)
+
+
 def _reference(repository, image: np.ndarray, table_scale: float) -> bytes:
-    """In-process encode with the served repository's own ONNX graphs."""
-    hr, size = steps.preprocess(image, SCALE)
-    coefficients = OnnxRunner(repository / "encoder" / "1" / "model.onnx").run({"image": hr[None]})["coefficients"]
-    qpm = OnnxRunner(repository / "qpm" / "1" / "model.onnx").run(
-        {"coefficients": coefficients, "table_scale": np.array([table_scale], np.float32)})
-    return steps.encode_thumbnail(qpm["quantized"][0], qpm["tables"][0], size, SCALE)
+    return _Reference(repository, image).write(table_scale)
 
 
 @pytest.mark.server
@@ -193,14 +205,61 @@ def test_served_table_scale(triton_server, served_repository, protocol):
 
 @pytest.mark.server
 def test_target_bpp_through_the_server(triton_server, served_repository):
+    """`hyperthumbnail_encode_at_bpp` runs the search next to the models: one request, the same
+    file as the same search in-process on the served graphs."""
     from hyperthumbnail.client import HyperThumbnailClient
 
     image = photo_like(WIDTH, HEIGHT, seed=7)
+    reference = _Reference(served_repository, image)
     with HyperThumbnailClient(triton_server.http_url) as client:
-        assert client.encode(image, table_scale=2.0) == _reference(served_repository, image, 2.0)
+        assert client.encode(image, table_scale=2.0) == reference.write(2.0)
         target = bpp(len(client.encode(image)), WIDTH, HEIGHT) * 0.75
         with warnings.catch_warnings():
             warnings.simplefilter("error", RateControlWarning)
             data, table_scale, achieved = encode_at_bpp(client, image, target)
-    assert abs(achieved / target - 1) <= 0.03
-    assert data == _reference(served_repository, image, table_scale)
+        assert abs(achieved / target - 1) <= 0.03 and achieved == pytest.approx(bpp(len(data), WIDTH, HEIGHT), rel=1e-6)
+        expected, expected_scale = search_table_scale(reference.write, target * WIDTH * HEIGHT / 8, 0.03,
+                                                      write_tables=reference.write_tables)
+        assert data == expected and table_scale == pytest.approx(expected_scale, rel=1e-6)
+        # out of reach: the closest file comes back, and the SDK warns
+        with pytest.warns(RateControlWarning, match="server returned its closest file"):
+            data, _, achieved = encode_at_bpp(client, image, 100.0)
+        assert achieved < 100.0 and data == reference.write(1.0 / 512)
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_encode_at_bpp_with_plain_tritonclient(triton_server, protocol):
+    from tritonclient.utils import InferenceServerException
+
+    module = pytest.importorskip(f"tritonclient.{protocol}")
+    url = triton_server.http_url if protocol == "http" else triton_server.grpc_url
+    client = module.InferenceServerClient(url)
+
+    def infer(images: np.ndarray, targets: list[float], tolerance: float | None = None):
+        inputs = [module.InferInput("IMAGE", list(images.shape), "UINT8"),
+                  module.InferInput("TARGET_BPP", [len(images), 1], "FP32")]
+        inputs[0].set_data_from_numpy(images)
+        inputs[1].set_data_from_numpy(np.array(targets, np.float32).reshape(-1, 1))
+        if tolerance is not None:
+            inputs.append(module.InferInput("TOLERANCE", [len(images), 1], "FP32"))
+            inputs[2].set_data_from_numpy(np.full((len(images), 1), tolerance, np.float32))
+        result = client.infer("hyperthumbnail_encode_at_bpp", inputs)
+        return result.as_numpy("THUMBNAIL")[:, 0], result.as_numpy("BPP")[:, 0]
+
+    try:
+        image = photo_like(160, 96, seed=9)
+        plain = bpp(len(Pipeline().encode(image)), 160, 96)
+        targets = [0.8 * plain, 1.2 * plain]
+        files, rates = infer(np.stack([image, image]), targets, tolerance=0.02)  # one target per image
+        for data, rate, target in zip(files, rates, targets):
+            assert abs(rate / target - 1) <= 0.02 and rate == pytest.approx(bpp(len(data), 160, 96), rel=1e-6)
+            assert read_thumbnail(bytes(data)).hr_size == (160, 96)
+        for bad_targets, bad_tolerance, message in (([0.0], None, "TARGET_BPP must be positive"),
+                                                    ([np.nan], None, "TARGET_BPP must be positive"),
+                                                    ([0.3], 1.5, "TOLERANCE must be below 1")):
+            with pytest.raises(InferenceServerException, match=message):
+                infer(image[None], bad_targets, bad_tolerance)
+        assert infer(image[None], [targets[0]], 0.02)[0][0] == files[0]  # still serving, same answer
+    finally:
+        client.close()

@@ -15,7 +15,8 @@ import numpy as np
 
 from .errors import TRANSLATED, ServerUnavailableError, translate
 from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
-from .requests import MODELS, Request, check_image, chunks, decode_request, encode_request, hr_size, scatter
+from .requests import (MODELS, Request, check_image, chunks, decode_request, encode_at_bpp_request, encode_request,
+                       hr_size, scatter)
 
 __all__ = ["AsyncHyperThumbnailClient"]
 
@@ -35,6 +36,14 @@ class AsyncHyperThumbnailClient:
     async def encode(self, image: np.ndarray, table_scale: float | None = None) -> bytes:
         """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
         return (await self.encode_batch([image], table_scale))[0]
+
+    async def encode_at_bpp(self, image: np.ndarray, target_bpp: float, tolerance: float | None = None
+                            ) -> tuple[bytes, float, float]:
+        """Server-side rate control in one request: -> (.jpg bytes, table scale used, bpp of the file)."""
+        image = check_image(image)
+        batch = image[None]
+        return (await self._run(encode_at_bpp_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
+                                                      target_bpp, tolerance)))[0]
 
     async def decode(self, jpeg: bytes) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size."""

@@ -24,12 +24,13 @@ from tritonclient.utils import serialize_byte_tensor
 from ..codec.thumbnail import ThumbnailError, read_thumbnail
 from .errors import InvalidInputError
 
-__all__ = ["ENCODE_MODEL", "DECODE_MODEL", "MODELS", "Region", "Request", "check_image", "decode_request",
-           "encode_request", "chunks", "hr_size", "scatter"]
+__all__ = ["ENCODE_MODEL", "DECODE_MODEL", "ENCODE_AT_BPP_MODEL", "MODELS", "Region", "Request", "check_image", "decode_request",
+           "encode_at_bpp_request", "encode_request", "chunks", "hr_size", "scatter"]
 
 ENCODE_MODEL = "hyperthumbnail_encode"
 DECODE_MODEL = "hyperthumbnail_decode"
-MODELS = (ENCODE_MODEL, DECODE_MODEL)
+MODELS = (ENCODE_MODEL, DECODE_MODEL)  # the two ensembles: what `is_ready` waits for
+ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
 
 
 @dataclass
@@ -112,29 +113,53 @@ def _destroy(regions: list[Region]) -> None:
         region.destroy()
 
 
+def _image_input(module: ModuleType, images: np.ndarray, use_shm: bool, regions: list[Region]):
+    if not use_shm:
+        inp = module.InferInput("IMAGE", list(images.shape), "UINT8")
+        inp.set_data_from_numpy(images)
+        return inp
+    try:
+        return _shm_input(module, "IMAGE", list(images.shape), "UINT8", images, images.nbytes, regions)
+    except BaseException:
+        _destroy(regions)
+        raise
+
+
+def _per_image_input(module: ModuleType, name: str, value: float, batch: int):
+    values = np.full((batch, 1), value, dtype=np.float32)
+    inp = module.InferInput(name, list(values.shape), "FP32")
+    inp.set_data_from_numpy(values)
+    return inp
+
+
 def encode_request(module: ModuleType, images: np.ndarray, use_shm: bool, table_scale: float | None = None) -> Request:
     """(B, H, W, 3) uint8 -> B thumbnails (bytes); `table_scale` fills the optional TABLE_SCALE input."""
     regions: list[Region] = []
-    if use_shm:
-        try:
-            inp = _shm_input(module, "IMAGE", list(images.shape), "UINT8", images, images.nbytes, regions)
-        except BaseException:
-            _destroy(regions)
-            raise
-    else:
-        inp = module.InferInput("IMAGE", list(images.shape), "UINT8")
-        inp.set_data_from_numpy(images)
-
-    inputs = [inp]
+    inputs = [_image_input(module, images, use_shm, regions)]
     if table_scale is not None:  # rate control: multiplies the predicted quantization tables
-        scales = np.full((len(images), 1), table_scale, dtype=np.float32)
-        inputs.append(module.InferInput("TABLE_SCALE", list(scales.shape), "FP32"))
-        inputs[-1].set_data_from_numpy(scales)
+        inputs.append(_per_image_input(module, "TABLE_SCALE", table_scale, len(images)))
 
     def read(result) -> list[bytes]:
         return [bytes(item) for item in result.as_numpy("THUMBNAIL")[:, 0]]
 
     return Request(ENCODE_MODEL, inputs, [module.InferRequestedOutput("THUMBNAIL")], read, regions)
+
+
+def encode_at_bpp_request(module: ModuleType, images: np.ndarray, use_shm: bool, target_bpp: float,
+                          tolerance: float | None = None) -> Request:
+    """(B, H, W, 3) uint8 -> B (thumbnail bytes, table scale used, bpp of the file)."""
+    regions: list[Region] = []
+    inputs = [_image_input(module, images, use_shm, regions),
+              _per_image_input(module, "TARGET_BPP", target_bpp, len(images))]
+    if tolerance is not None:
+        inputs.append(_per_image_input(module, "TOLERANCE", tolerance, len(images)))
+    names = ("THUMBNAIL", "TABLE_SCALE", "BPP")
+
+    def read(result) -> list[tuple[bytes, float, float]]:
+        files, scales, rates = (result.as_numpy(name)[:, 0] for name in names)
+        return [(bytes(f), float(s), float(r)) for f, s, r in zip(files, scales, rates)]
+
+    return Request(ENCODE_AT_BPP_MODEL, inputs, [module.InferRequestedOutput(n) for n in names], read, regions)
 
 
 def decode_request(module: ModuleType, thumbnails: Sequence[bytes], use_shm: bool,

@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import TRANSLATED, ServerUnavailableError, translate
 from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
-from .requests import MODELS, Request, check_image, chunks, decode_request, encode_request, hr_size, scatter
+from .requests import (MODELS, Request, check_image, chunks, decode_request, encode_at_bpp_request, encode_request,
+                       hr_size, scatter)
 
 __all__ = ["HyperThumbnailClient"]
 
@@ -46,6 +47,16 @@ class HyperThumbnailClient:
     def encode(self, image: np.ndarray, table_scale: float | None = None) -> bytes:
         """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
         return self.encode_batch([image], table_scale)[0]
+
+    def encode_at_bpp(self, image: np.ndarray, target_bpp: float, tolerance: float | None = None
+                      ) -> tuple[bytes, float, float]:
+        """Server-side rate control in one request (`hyperthumbnail_encode_at_bpp`): -> (.jpg bytes,
+        table scale used, bpp of the file). `tolerance` (default: the model's, 0.03) is relative;
+        a target out of reach returns the closest file (compare the bpp with the target)."""
+        image = check_image(image)
+        batch = image[None]
+        return self._run(encode_at_bpp_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
+                                               target_bpp, tolerance))[0]
 
     def decode(self, jpeg: bytes) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size."""

@@ -57,7 +57,7 @@ _CRC_OFFSET = _PAYLOAD.size - 4
 # Baseline Huffman coding encodes at most 11-bit DC differences and 10-bit AC values
 # (libjpeg's MAX_COEF_BITS); anything larger makes libjpeg abort the write.
 _MAX_DC_DIFF = 2047
-_MAX_AC = 1023
+MAX_AC = 1023
 MAX_JPEG_SIDE = 65535  # 16-bit size fields in SOF: the largest thumbnail side
 _MAX_HEADER_SEGMENTS = 32  # jpeglib keeps at most 50 APPn/COM markers in fixed C arrays
 
@@ -130,8 +130,8 @@ def _check_for_writing(thumb: Thumbnail) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"coefficients must be an integer array (int16), got {coef.dtype}")
     ac = coef[:, 1:]
     ac_peak = max(-int(ac.min()), int(ac.max()))  # no full-size temporaries
-    if ac_peak > _MAX_AC:
-        raise ValueError(f"AC coefficient magnitude {ac_peak} exceeds the baseline limit {_MAX_AC}")
+    if ac_peak > MAX_AC:
+        raise ValueError(f"AC coefficient magnitude {ac_peak} exceeds the baseline limit {MAX_AC}")
     dc = coef[:, 0].astype(np.int64).reshape(3, -1)  # raster order = libjpeg's coding order
     dc_diff_peak = int(np.abs(np.diff(dc, axis=1, prepend=0)).max())
     if dc_diff_peak > _MAX_DC_DIFF:

@@ -11,6 +11,7 @@ dynamic batcher put in the same `execute` call are served normally.
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -125,6 +126,74 @@ class JpegDecodeModel(_PythonModel):
     def run(self, inputs):
         quantized, tables, hr_size = steps.decode_thumbnail_batch(inputs["THUMBNAIL"], self.scale, self.max_pixels)
         return {"QUANTIZED": quantized, "TABLES": tables, "HR_SIZE": hr_size}
+
+
+class EncodeAtBppModel(_PythonModel):
+    """IMAGE uint8 (B, H, W, 3) + TARGET_BPP (B, 1) [+ TOLERANCE (B, 1)] -> THUMBNAIL (B, 1),
+    TABLE_SCALE (B, 1) (the scale found), BPP (B, 1) (of the file returned).
+
+    Server-side rate control: the same search as `hyperthumbnail.ratecontrol.encode_at_bpp`, in
+    one request. An ensemble cannot loop, so this Python model calls the `encoder` once and the
+    `qpm` once per probe through BLS (business logic scripting: the neural models stay where the
+    repository put them, onnxruntime or TensorRT), and does pixels and Huffman coding itself
+    with the functions `preprocess` and `jpeg_encode` run. Out-of-reach targets return the
+    closest file; BPP says where it landed.
+    """
+
+    def setup(self) -> None:
+        self.scale = self.param_int("scale", 4)
+        self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
+        self.default_tolerance = float(self.params.get("tolerance") or 0.03)
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """One BLS call; the outputs come back as numpy arrays in CPU memory."""
+        kwargs = {}
+        if hasattr(pb_utils, "PreferredMemory"):  # GPU models: ask for host memory (numpy needs it)
+            kwargs["preferred_memory"] = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+        request = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs,
+                                            inputs=[pb_utils.Tensor(k, v) for k, v in inputs.items()], **kwargs)
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{model}: {response.error().message()}")
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+
+    def encode_one(self, image: np.ndarray, target_bpp: float, tolerance: float) -> tuple[bytes, float]:
+        from ..ratecontrol import search_table_scale
+
+        chw, hr_size = steps.preprocess(image, self.scale, self.max_pixels)
+        coefficients = self.infer("encoder", {"image": chw[None]}, ["coefficients"])["coefficients"]
+
+        def write(table_scale: float) -> bytes:
+            out = self.infer("qpm", {"coefficients": coefficients,
+                                     "table_scale": np.array([[table_scale]], np.float32)}, ["quantized", "tables"])
+            return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], hr_size, self.scale)
+
+        def write_tables(tables: np.ndarray) -> bytes:
+            quantized = steps.quantize_with_tables(coefficients[0], tables)
+            return steps.encode_thumbnail(quantized, tables, hr_size, self.scale)
+
+        target_bytes = target_bpp * hr_size[0] * hr_size[1] / 8.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # out of reach: the closest file; BPP tells the client
+            return search_table_scale(write, target_bytes, tolerance, write_tables=write_tables)
+
+    def run(self, inputs):
+        images = np.asarray(inputs["IMAGE"])
+        batch = len(images)
+        targets = steps.check_positive(inputs["TARGET_BPP"], batch, "TARGET_BPP")
+        tolerances = (steps.check_positive(inputs["TOLERANCE"], batch, "TOLERANCE") if "TOLERANCE" in inputs
+                      else np.full((batch, 1), self.default_tolerance, np.float32))
+        if np.any(tolerances >= 1):
+            raise steps.StepError(f"TOLERANCE must be below 1 (a fraction), got {tolerances.ravel().tolist()}")
+        files, scales, rates = [], [], []
+        for image, target, tolerance in zip(images, targets[:, 0], tolerances[:, 0]):
+            data, table_scale = self.encode_one(image, float(target), float(tolerance))
+            files.append(data)
+            scales.append(table_scale)
+            rates.append(8.0 * len(data) / (image.shape[0] * image.shape[1]))
+        return {"THUMBNAIL": np.array(files, dtype=np.object_).reshape(-1, 1),
+                "TABLE_SCALE": np.array(scales, np.float32).reshape(-1, 1),
+                "BPP": np.array(rates, np.float32).reshape(-1, 1)}
 
 
 class OnnxModel(_PythonModel):

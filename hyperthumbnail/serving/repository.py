@@ -27,7 +27,7 @@ from typing import Literal, Mapping
 __all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_dir", "RepositoryError"]
 
 NEURAL_MODELS = ("encoder", "qpm", "decoder")
-SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode")  # carry a `scale` parameter
+SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode", "hyperthumbnail_encode_at_bpp")  # carry a `scale` parameter
 STAMP_NAME = ".hyperthumbnail-build.json"
 DEFAULT_REPOSITORY = Path("build") / "model_repository"
 ENSEMBLE_MAX_BATCH = 8  # as in the templates

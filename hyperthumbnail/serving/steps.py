@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..codec.images import DEFAULT_MAX_PIXELS, ImageError, check_size, crop_to, pad_to_multiple
-from ..codec.thumbnail import (MAX_JPEG_SIDE, Thumbnail, ThumbnailError, read_thumbnail, thumbnail_size,
+from ..codec.thumbnail import (MAX_AC, MAX_JPEG_SIDE, Thumbnail, ThumbnailError, read_thumbnail, thumbnail_size,
                                write_thumbnail)
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "StepError",
     "batch_slices",
+    "check_positive",
     "check_table_scale",
     "decode_thumbnail",
     "decode_thumbnail_batch",
@@ -27,6 +28,7 @@ __all__ = [
     "postprocess_batch",
     "preprocess",
     "preprocess_batch",
+    "quantize_with_tables",
 ]
 
 
@@ -76,17 +78,32 @@ def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(pixels.astype(np.uint8).transpose(1, 2, 0))
 
 
-def check_table_scale(table_scale: np.ndarray, batch: int) -> np.ndarray:
-    """A request's TABLE_SCALE -> (batch, 1) float32, one positive finite factor per image."""
-    values = np.asarray(table_scale, dtype=np.float32)
+def check_positive(values: np.ndarray, batch: int, name: str) -> np.ndarray:
+    """A request's per-image FP32 input -> (batch, 1) float32, each value positive and finite."""
+    values = np.asarray(values, dtype=np.float32)
     if values.shape != (batch, 1):
-        raise StepError(f"TABLE_SCALE must have shape ({batch}, 1), one value per image; got {values.shape}")
+        raise StepError(f"{name} must have shape ({batch}, 1), one value per image; got {values.shape}")
     if not (np.all(np.isfinite(values)) and np.all(values > 0)):
-        raise StepError(f"TABLE_SCALE must be positive and finite, got {values.ravel().tolist()}")
+        raise StepError(f"{name} must be positive and finite, got {values.ravel().tolist()}")
     return values
 
 
+def check_table_scale(table_scale: np.ndarray, batch: int) -> np.ndarray:
+    """A request's TABLE_SCALE -> (batch, 1) float32, one positive finite factor per image."""
+    return check_positive(table_scale, batch, "TABLE_SCALE")
+
+
 # ----------------------------------------------------------------------------- JPEG entropy coding
+
+
+def quantize_with_tables(coefficients: np.ndarray, tables: np.ndarray) -> np.ndarray:
+    """Unquantized coefficients (3, 64, h, w) float32 / given tables (2, 64) -> int16 coefficients.
+
+    The QPM graph's rounding (float32 division, round half to even, clamp), for tables no table
+    scale can express: rate control's entry-by-entry step sets single entries.
+    """
+    per_component = np.asarray(tables).astype(np.float32)[[0, 1, 1]][:, :, None, None]
+    return np.clip(np.rint(coefficients / per_component), -MAX_AC, MAX_AC).astype(np.int16)
 
 
 def encode_thumbnail(quantized: np.ndarray, tables: np.ndarray, hr_size: tuple[int, int], scale: int) -> bytes:
