@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--target-bpp", type=float, default=0.30, help="whole-file bpp the rate multiplier aims at")
     p.add_argument("--min-thumbnail-psnr", type=float, default=32.0, help="thumbnail floor (dB vs bicubic)")
+    p.add_argument("--select-max-bpp", type=float, default=None,
+                   help="best.pt: only validations at or below this real-file bpp count (default: target * 16/15)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch, crop=args.crop, warmup_crop=args.warmup_crop, lr=args.lr, seed=args.seed,
         device=args.device, threads=args.threads, val_every=args.val_every,
         checkpoint_minutes=args.checkpoint_minutes, init_weights=args.init_weights,
+        select_max_bpp=args.select_max_bpp,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr),
     )
     trainer = Trainer(cfg)
