@@ -9,14 +9,15 @@ bracket (a safeguarded bisection in log space: it never stalls, and usually need
 
 Integer tables make the size move in steps: near some scales many entries round up together,
 and no scale lands within the tolerance. When the search ends on such a step and the tables can
-be written directly (an in-process `Pipeline`), a second stage walks between the two bracketing
-tables entry by entry (highest frequencies first) and bisects on how many entries take the
-coarser value: about 7 more probes, steps of one table entry.
+be written directly, a second stage walks between the two bracketing tables entry by entry
+(highest frequencies first) and bisects on how many entries take the coarser value: about 7
+more probes, steps of one table entry.
 
 Only QPM, quantization and entropy coding depend on the scale: with an in-process `Pipeline`
-the encoder runs once (`Pipeline.analyze`) and each probe reruns `quantize_and_write`. Any other
-object with `encode(image, table_scale=...)` (e.g. the Triton client) is probed with whole
-encodes instead (scale search only: the served ensemble takes a scale, not tables).
+the encoder runs once (`Pipeline.analyze`) and each probe reruns `quantize_and_write`. The
+Triton model `hyperthumbnail_encode_at_bpp` runs this same search next to the served models
+(`serving.backends.EncodeAtBppModel`); the SDK client's `encode_at_bpp` calls it. Any other
+object with `encode(image, table_scale=...)` is probed with whole encodes (scale search only).
 """
 from __future__ import annotations
 
@@ -168,10 +169,10 @@ def encode_at_bpp(pipeline: Encoder, image: np.ndarray, target_bpp: float, toler
                   max_pixels: int | None = None) -> tuple[bytes, float, float]:
     """Encode `image` (HxWx3 uint8) at `target_bpp` (whole .jpg file over HR pixels).
 
-    -> (jpg bytes, table_scale used, achieved bpp); in-process, the file may hold tables between
-    those of `table_scale` and the next coarser scale (see `search_table_scale`). `pipeline`: a `hyperthumbnail.pipeline.Pipeline`
-    (encoder run once; `max_pixels` is its size limit), a `HyperThumbnailClient` (the server runs
-    the search: `hyperthumbnail_encode_at_bpp`, one request), or anything with
+    -> (jpg bytes, table_scale used, achieved bpp); the file may hold tables between those of
+    `table_scale` and the next coarser scale (see `search_table_scale`). `pipeline`: a
+    `hyperthumbnail.pipeline.Pipeline` (encoder run once; `max_pixels` is its size limit), a
+    `HyperThumbnailClient` (the server runs the search, one request), or anything with
     `encode(image, table_scale=...)` (probed with whole encodes).
     Warns with `RateControlWarning` and returns the closest file when the target is out of reach.
     """

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ..metrics import bpp
 from . import steps
 from .onnx_runner import OnnxRunner
 
@@ -190,7 +191,7 @@ class EncodeAtBppModel(_PythonModel):
             data, table_scale = self.encode_one(image, float(target), float(tolerance))
             files.append(data)
             scales.append(table_scale)
-            rates.append(8.0 * len(data) / (image.shape[0] * image.shape[1]))
+            rates.append(bpp(len(data), image.shape[1], image.shape[0]))
         return {"THUMBNAIL": np.array(files, dtype=np.object_).reshape(-1, 1),
                 "TABLE_SCALE": np.array(scales, np.float32).reshape(-1, 1),
                 "BPP": np.array(rates, np.float32).reshape(-1, 1)}
