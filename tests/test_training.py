@@ -135,3 +135,16 @@ def test_warm_start_from_the_other_scale_keeps_the_bicubic_starting_point(tmp_pa
     with torch.no_grad():
         thumb = model.encoder(hr)
         assert torch.allclose(thumb, model.reference_downscale(hr).clamp(0, 1), atol=1e-6)
+
+
+def test_encoder_clamp_passes_only_inward_gradients() -> None:
+    """Out-of-range thumbnail pixels get gradients that pull them back, never ones that push
+    them further out (the drift that wrecked a 2x run)."""
+    from hyperthumbnail.model.encoder import clamp_ste
+
+    x = torch.tensor([-2.0, -2.0, 0.5, 0.5, 3.0, 3.0], requires_grad=True)
+    y = clamp_ste(x)
+    assert y.tolist() == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]
+    upstream = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])  # descent moves x by -upstream
+    y.backward(upstream)
+    assert x.grad.tolist() == [0.0, -1.0, 1.0, -1.0, 1.0, 0.0]
