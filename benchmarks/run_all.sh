@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/hyperthumbnail bench rd
 .venv/bin/hyperthumbnail bench rd --scale 2
-.venv/bin/python benchmarks/rd_curve.py --targets 0.2,0.3,0.45,0.6
+.venv/bin/python benchmarks/rd_curve.py --targets 0.2,0.3,0.32,0.45,0.6
 .venv/bin/python benchmarks/rd_curve.py --scale 2 --targets 0.5,0.8,1.2,1.6
-.venv/bin/python benchmarks/optimize_encoding.py --limit 4 --steps 20,50
+.venv/bin/python benchmarks/optimize_encoding.py --limit 24 --steps 20
 .venv/bin/hyperthumbnail bench speed
