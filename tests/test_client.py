@@ -355,3 +355,27 @@ def test_resolutions_and_inputs(tmp_path):
     Image.fromarray(photo_like(300, 200)).save(tmp_path / "a.jpg")
     cut = make_input("120x120", photos=tmp_path)
     assert cut.image.shape == (120, 120, 3) and "a.jpg" in cut.source
+
+
+def test_unregister_retries_while_the_server_still_holds_the_region():
+    """Triton refuses to unregister a region a finishing request still holds ('currently in use');
+    the client retries that refusal, and gives up at once when the server is gone. The refusals
+    here come from a stand-in for `client.triton`: the real race is too short to provoke on demand."""
+    from tritonclient.utils import InferenceServerException
+
+    class Triton:
+        def __init__(self, refusals: int, message: str):
+            self.refusals, self.message, self.calls = refusals, message, 0
+
+        def unregister_system_shared_memory(self, name, **kwargs):
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise InferenceServerException(self.message)
+
+    client = HyperThumbnailClient("127.0.0.1:1")
+    client.triton = Triton(2, "Cannot unregister shared memory region 'r', it is currently in use.")
+    client._unregister("r", {})
+    assert client.triton.calls == 3
+    client.triton = Triton(5, "failed to connect to all addresses")
+    client._unregister("r", {})
+    assert client.triton.calls == 1

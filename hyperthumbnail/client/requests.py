@@ -24,7 +24,8 @@ from tritonclient.utils import serialize_byte_tensor
 from ..codec.thumbnail import ThumbnailError, read_thumbnail
 from .errors import InvalidInputError
 
-__all__ = ["ENCODE_MODEL", "DECODE_MODEL", "ENCODE_AT_BPP_MODEL", "MODELS", "Region", "Request", "check_image", "decode_request",
+__all__ = ["ENCODE_MODEL", "DECODE_MODEL", "ENCODE_AT_BPP_MODEL", "MODELS", "Region", "Request",
+           "UNREGISTER_RETRY_DELAYS_S", "region_in_use", "check_image", "decode_request",
            "encode_at_bpp_request", "encode_request", "chunks", "hr_size", "scatter"]
 
 ENCODE_MODEL = "hyperthumbnail_encode"
@@ -63,6 +64,16 @@ class Request:
         """Destroy the shared-memory regions (after the server has unregistered them)."""
         _destroy(self.regions)
         self.regions.clear()
+
+
+# Triton (2.50+) refuses to unregister a shm region while a request still holds it, and releases
+# the hold just after the response is sent: a client that unregisters at once can lose that race.
+UNREGISTER_RETRY_DELAYS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def region_in_use(exc: BaseException) -> bool:
+    """True for the server's 'cannot unregister ... currently in use' refusal (worth retrying)."""
+    return "currently in use" in str(exc)
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

@@ -12,8 +12,8 @@ import numpy as np
 
 from .errors import TRANSLATED, ServerUnavailableError, translate
 from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
-from .requests import (MODELS, Request, check_image, chunks, decode_request, encode_at_bpp_request, encode_request,
-                       hr_size, scatter)
+from .requests import (MODELS, UNREGISTER_RETRY_DELAYS_S, Request, check_image, chunks, decode_request,
+                       encode_at_bpp_request, encode_request, hr_size, region_in_use, scatter)
 
 __all__ = ["HyperThumbnailClient"]
 
@@ -130,8 +130,16 @@ class HyperThumbnailClient:
             raise translate(exc) from exc
         finally:
             for region in registered:
-                try:
-                    self.triton.unregister_system_shared_memory(region.name, **kwargs)
-                except TRANSLATED:
-                    pass  # server gone: nothing left to unregister; the segment is freed below
+                self._unregister(region.name, kwargs)
             request.release()
+
+    def _unregister(self, name: str, kwargs: dict) -> None:
+        """Unregister a region, retrying while the server still holds it for the finished request."""
+        for delay in UNREGISTER_RETRY_DELAYS_S:
+            try:
+                self.triton.unregister_system_shared_memory(name, **kwargs)
+                return
+            except TRANSLATED as exc:
+                if not region_in_use(exc):
+                    return  # server gone: nothing left to unregister; the segment is freed anyway
+            time.sleep(delay)
