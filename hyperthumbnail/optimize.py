@@ -23,9 +23,9 @@ Constraints are held at the plain encode: the real file may not grow and the thu
 (against the bicubic downscale) may fall at most `thumbnail_slack_db`. `w_rate` and `w_guide` are
 Lagrange multipliers moved by dual ascent (as in training) on those measured values, and the
 returned file is the step with the highest HR PSNR that met both, so it is never worse than the
-plain encode (step 0 is the plain encode): the encoder has the original, so this is measured. `bpp_est` is a smooth proxy,
-sum(log2(1 + |y|)), scaled to the real scan bits of the plain file (shipped weights carry no
-learned rate model); it only steers, the constraint uses real bytes.
+plain encode (step 0 is the plain encode): the encoder has the original, so this is measured.
+`bpp_est` is a smooth proxy, sum(log2(1 + |y|)), scaled to the real scan bits of the plain file
+(shipped weights carry no learned rate model); it only steers, the constraint uses real bytes.
 
 Needs the PyTorch model (gradients): `Pipeline(runtime="torch").model`.
 """

@@ -70,18 +70,21 @@ def _command(args: argparse.Namespace, words: list[str]) -> str:
     return shlex.join(["hyperthumbnail", "bench", args.benchmark, *words])
 
 
-def run_rd(args: argparse.Namespace) -> int:
-    from ..benchmarks.rd import RDBenchmark, RDConfig, output_stem
+def _given(*flags: tuple[str, object]) -> list[str]:
+    """`--flag value` words for the optional flags that have a value (for the recorded command)."""
+    return [word for flag, value in flags if value is not None for word in (flag, str(value))]
 
+
+def run_rd(args: argparse.Namespace) -> int:
     from ..benchmarks import METHODS
+    from ..benchmarks.rd import RDBenchmark, RDConfig, output_stem
 
     if args.methods is None:
         args.methods = [m for m in METHODS if args.scale == 4 or m != "sr_baseline"]
     words = ["--datasets", ",".join(args.datasets), "--data-root", args.data_root, "--methods", ",".join(args.methods),
              "--scale", str(args.scale), "--runtime", args.runtime, "--out", args.out]
-    words += [w for flag, v in (("--weights", args.weights), ("--sr-weights", args.sr_weights),
-                                ("--limit", args.limit), ("--threads", args.threads or None)) if v is not None
-              for w in (flag, str(v))]
+    words += _given(("--weights", args.weights), ("--sr-weights", args.sr_weights), ("--limit", args.limit),
+                    ("--threads", args.threads or None))
     cfg = RDConfig(datasets=args.datasets, data_root=Path(args.data_root), methods=args.methods,
                    scale=args.scale, weights=args.weights, runtime=args.runtime, sr_weights=args.sr_weights, out=Path(args.out),
                    limit=args.limit, threads=args.threads, command=_command(args, words))
@@ -129,9 +132,8 @@ def run_speed(args: argparse.Namespace) -> int:
     words = ["--resolution", args.resolution, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
              "--out", args.out]
     words += ["--no-triton"] if args.no_triton else ["--protocols", ",".join(args.protocols)]
-    words += [w for flag, v in (("--url", args.url), ("--grpc-url", args.grpc_url), ("--weights", args.weights),
-                                ("--image", args.image), ("--threads", args.threads or None)) if v is not None
-              for w in (flag, str(v))]
+    words += _given(("--url", args.url), ("--grpc-url", args.grpc_url), ("--weights", args.weights),
+                    ("--image", args.image), ("--threads", args.threads or None))
     cfg = SpeedConfig(width=width, height=height, url=args.url, grpc_url=args.grpc_url, protocols=protocols,
                       weights=args.weights, image=args.image, data_root=Path(args.data_root), repeats=args.repeats,
                       warmup=args.warmup, threads=args.threads, model_repository=Path(args.model_repository),

@@ -19,6 +19,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from ..metrics import bpp
+from ..ratecontrol import search_table_scale
 from . import steps
 from .onnx_runner import OnnxRunner
 
@@ -159,8 +160,6 @@ class EncodeAtBppModel(_PythonModel):
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
     def encode_one(self, image: np.ndarray, target_bpp: float, tolerance: float) -> tuple[bytes, float]:
-        from ..ratecontrol import search_table_scale
-
         chw, hr_size = steps.preprocess(image, self.scale, self.max_pixels)
         coefficients = self.infer("encoder", {"image": chw[None]}, ["coefficients"])["coefficients"]
 
