@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup system-deps demo test clean
 
 setup: $(VENV_STAMP)
 
@@ -12,6 +12,10 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(VENV_STAMP)
+
+# Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
+system-deps:
+	.ci/install-system-deps
 
 demo: setup
 	$(PY) -m hyperthumbnail.serving.demo
