@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from hyperthumbnail.export import export_onnx
+from hyperthumbnail.export.onnx_export import SPLIT_DECODER_NAMES, export_graph
 from hyperthumbnail.model import HyperThumbnail, ModelConfig
 from hyperthumbnail.runtime import openvino as ov_runtime
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, cpu_has_native_bf16, resolve_precision
 from hyperthumbnail.serving.onnx_runner import OnnxRunner
+from hyperthumbnail.serving.steps import postprocess
 
 from conftest import photo_like
 
@@ -30,6 +32,8 @@ def graphs(tmp_path_factory) -> Path:
                 nn.init.normal_(module.weight, std=0.01)
     out = tmp_path_factory.mktemp("graphs")
     export_onnx(model, out)
+    for name in ("decoder_u8", *SPLIT_DECODER_NAMES):
+        export_graph(model, name, out / f"{name}.onnx")
     return out
 
 
@@ -107,3 +111,20 @@ def test_runner_input_handling(graphs):
         resolve_precision("int8")
     with pytest.raises(FileNotFoundError):
         OpenVinoRunner(graphs / "missing.onnx")
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_uint8_decoders_equal_todays_postprocessing(graphs, runtime):
+    """decoder_u8 and decoder_features -> decoder_body end in the uint8 HWC image that the float
+    decoder + `steps.postprocess` give: the same pixels, no float HR image leaves the graph."""
+    runner_for = OnnxRunner if runtime == "onnx" else (lambda p: OpenVinoRunner(p, precision="f32"))
+    ref = _run_all(OnnxRunner, graphs, np.concatenate([_image(), _image()[:, :, ::-1]]))
+    feeds = {"quantized": ref["quantized"], "tables": ref["tables"]}
+    floats = runner_for(graphs / "decoder.onnx").run(feeds)["image"]
+    expected = np.stack([postprocess(image, (image.shape[2], image.shape[1])) for image in floats])
+    u8 = runner_for(graphs / "decoder_u8.onnx").run(feeds)["image"]
+    features = runner_for(graphs / "decoder_features.onnx").run(feeds)["features"]
+    split = runner_for(graphs / "decoder_body.onnx").run({"features": features})["image"]
+    assert u8.dtype == split.dtype == np.uint8 and u8.shape == expected.shape == (2, 64, 96, 3)
+    np.testing.assert_array_equal(u8, expected)
+    np.testing.assert_array_equal(split, expected)
