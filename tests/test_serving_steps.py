@@ -131,15 +131,17 @@ def parse_config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def configs(root: Path, gpu: bool) -> dict[str, model_config_pb2.ModelConfig]:
+def configs(root: Path, gpu: bool | str) -> dict[str, model_config_pb2.ModelConfig]:
+    """The configs of a target: False/'cpu' the templates, True/'gpu' or 'openvino' their variants."""
+    variant = {False: "cpu", True: "gpu"}.get(gpu, gpu)
     out = {}
     for config in sorted(root.glob("*/config.pbtxt")):
-        gpu_config = config.parent / "configs" / "gpu.pbtxt"
-        out[config.parent.name] = parse_config(gpu_config if gpu and gpu_config.exists() else config)
+        other = config.parent / "configs" / f"{variant}.pbtxt"
+        out[config.parent.name] = parse_config(other if variant != "cpu" and other.exists() else config)
     return out
 
 
-@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+@pytest.mark.parametrize("gpu", [False, True, "openvino"], ids=["cpu", "gpu", "openvino"])
 def test_template_configs_parse_and_ensembles_are_wired(gpu):
     models = configs(repository.template_dir(), gpu)
     assert {"preprocess", "encoder", "qpm", "jpeg_encode", "jpeg_decode", "decoder", "postprocess",
@@ -197,6 +199,22 @@ def test_gpu_model_conversion(tmp_path):
     assert sorted(p.name for p in (tmp_path / "decoder" / "1").iterdir()) == ["model.plan"]
     qpm = parse_config(tmp_path / "qpm" / "config.pbtxt")
     assert qpm.input[1].name == "table_scale" and qpm.input[1].HasField("reshape")
+
+
+def test_openvino_model_conversion(tmp_path):
+    """The NGC CPU target: each neural model is the same graph on Triton's openvino backend."""
+    for name in repository.NEURAL_MODELS:
+        shutil.copytree(repository.template_dir() / name, tmp_path / name)
+        (tmp_path / name / "1" / "model.onnx").write_bytes(b"onnx")
+        repository._make_openvino_model(tmp_path / name)
+        config = parse_config(tmp_path / name / "config.pbtxt")
+        assert config.backend == "openvino" and not config.platform
+        assert config.default_model_filename == "model.onnx"
+        assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+        assert config.parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
+        assert ("HINT_BF16" in config.parameters) == (name != "qpm")  # the QPM rounds its tables
+        assert sorted(p.name for p in (tmp_path / name / "1").iterdir()) == ["model.onnx"]
+        assert not (tmp_path / name / "configs").exists()
 
 
 def test_set_max_batch_size():

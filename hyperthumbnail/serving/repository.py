@@ -12,6 +12,8 @@ Targets:
 * `gpu`: for the NGC Triton container: the neural models become `platform: "onnxruntime_onnx"`
   (or `"tensorrt_plan"` where a plan is given) with KIND_GPU instances; the JPEG and pixel steps
   stay Python-backend models (they need `hyperthumbnail` installed in the container).
+* `openvino`: for CPU deployments in the NGC Triton container: the neural models run the same
+  ONNX graphs on Triton's own `openvino` backend (KIND_CPU); the other steps as for `gpu`.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ ENSEMBLE_MAX_BATCH = 8  # as in the templates
 _PACKAGE = Path(__file__).resolve().parents[1]
 _IGNORED = shutil.ignore_patterns("*.onnx", "*.plan", "__pycache__", "*.pyc", ".gitkeep")
 
-Target = Literal["cpu", "gpu"]
+Target = Literal["cpu", "gpu", "openvino"]
+TARGETS = ("cpu", "gpu", "openvino")
 
 
 class RepositoryError(RuntimeError):
@@ -147,9 +150,9 @@ def build_repository(
     rebuild: build even if the stamp says the repository is current.
     log: optional callable receiving one-line progress messages.
     """
-    if target not in ("cpu", "gpu"):
-        raise RepositoryError(f"target must be 'cpu' or 'gpu', got {target!r}")
-    if target == "cpu" and plans:
+    if target not in TARGETS:
+        raise RepositoryError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if target != "gpu" and plans:
         raise RepositoryError("TensorRT plans need the GPU target (--target gpu)")
     say = log or (lambda message: None)
     out_dir = Path(out_dir)
@@ -199,6 +202,8 @@ def build_repository(
             export_graph(model, name, staging / name / "1" / "model.onnx")
             if target == "gpu":
                 _make_gpu_model(staging / name, plan_paths.get(name), plan_max_batch)
+            elif target == "openvino":
+                _make_openvino_model(staging / name)
         if plan_paths and plan_max_batch < ENSEMBLE_MAX_BATCH:
             # An ensemble may not take larger batches than any of its steps.
             for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"):
@@ -239,6 +244,13 @@ def _make_gpu_model(model_dir: Path, plan: Path | None, plan_max_batch: int = 2)
         shutil.copyfile(plan, model_dir / "1" / "model.plan")
         (model_dir / "1" / "model.onnx").unlink()
     (model_dir / "config.pbtxt").write_text(config)
+    (model_dir / "1" / "model.py").unlink()
+    shutil.rmtree(model_dir / "configs")
+
+
+def _make_openvino_model(model_dir: Path) -> None:
+    """Python-onnxruntime wrapper -> the same ONNX graph on Triton's `openvino` backend (CPU)."""
+    (model_dir / "config.pbtxt").write_text((model_dir / "configs" / "openvino.pbtxt").read_text())
     (model_dir / "1" / "model.py").unlink()
     shutil.rmtree(model_dir / "configs")
 

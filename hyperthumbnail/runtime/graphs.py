@@ -1,0 +1,109 @@
+"""The exported graphs of one weights file, run by one runtime at chosen precisions, with tiling.
+
+This is the single place where the neural steps run for the in-process pipeline and for the
+embedded server's Python-backend models alike, so a thumbnail made by either is the same bytes
+on the same machine (the encoder's float rounding decides the coefficients: the runtime and the
+precision must match too).
+
+Graphs: encoder (tiled), qpm (image-wide), decoder_features (image-wide, block resolution),
+decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not tiled.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .openvino import PRECISIONS, cpu_has_native_bf16, resolve_precision
+from .tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
+
+__all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "graph_precisions", "make_runner"]
+
+Runtime = Literal["openvino", "onnx"]
+RUNTIMES: tuple[str, ...] = ("openvino", "onnx")
+GRAPH_FILES = ("encoder", "qpm", "decoder_features", "decoder_body")
+# Chosen by measurement (docs/benchmarks.md, Kodak, this CPU): bf16 costs the encoder +0.0005 bpp
+# and -0.007 dB, the decoder -0.004 dB, for 1.2-1.5x more speed. The QPM rounds its tables and is
+# cheap, the decoder's coefficient branch is cheap: both stay f32.
+PREFERRED_PRECISION = {"encoder": "bf16", "qpm": "f32", "decoder_features": "f32", "decoder_body": "bf16"}
+
+
+def graph_precisions(runtime: str, precision: str = "auto") -> dict[str, str]:
+    """Per graph: 'f32' or 'bf16'. `precision`: auto (the measured choice, bf16 only on a CPU
+    with native bf16), f32 (everything), bf16 (the bf16-tolerant graphs where native)."""
+    if precision not in ("auto", *PRECISIONS):
+        raise ValueError(f"unknown precision {precision!r}; use auto, f32 or bf16")
+    if runtime == "onnx":
+        if precision == "bf16":
+            raise ValueError("ONNX Runtime runs f32 here; bf16 needs --runtime openvino")
+        return {name: "f32" for name in GRAPH_FILES}
+    if runtime != "openvino":
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if precision == "f32":
+        return {name: "f32" for name in GRAPH_FILES}
+    return {name: resolve_precision("auto", pref) for name, pref in PREFERRED_PRECISION.items()}
+
+
+def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0):
+    """A runner (`run(feeds) -> outputs`) for one graph file."""
+    if runtime == "openvino":
+        from .openvino import OpenVinoRunner
+
+        return OpenVinoRunner(path, intra_op_threads=threads, precision=precision)  # type: ignore[arg-type]
+    if precision != "f32":
+        raise ValueError(f"ONNX Runtime runs f32 only, not {precision}")
+    from ..serving.onnx_runner import OnnxRunner
+
+    return OnnxRunner(path, intra_op_threads=threads)
+
+
+class Graphs:
+    """encoder / qpm / decoder of one exported graph directory, ready to run."""
+
+    def __init__(self, graph_dir: str | Path, scale: int, runtime: str = "openvino", precision: str = "auto",
+                 threads: int = 0, tile_pixels: int | None = DEFAULT_TILE_PIXELS):
+        self.dir = Path(graph_dir)
+        self.scale = int(scale)
+        self.runtime = runtime
+        self.precisions = graph_precisions(runtime, precision)
+        self.tile_pixels = tile_pixels
+        self.runners = {name: make_runner(self.dir / f"{name}.onnx", runtime, self.precisions[name], threads)
+                        for name in GRAPH_FILES}
+
+    def describe(self) -> str:
+        """e.g. 'openvino (encoder bf16, qpm f32, ...)', for logs and benchmark records."""
+        native = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+        return f"{self.runtime} ({', '.join(f'{k} {v}' for k, v in self.precisions.items())}; {native})"
+
+    def coefficients(self, padded: np.ndarray) -> np.ndarray:
+        """Padded HR uint8 HxWx3 -> unquantized coefficients (3, 64, h, w) float32 (tiled)."""
+        encoder = self.runners["encoder"]
+        return encode_tiled(lambda image: encoder.run({"image": image})["coefficients"], padded, self.scale,
+                            self.tile_pixels)
+
+    def quantize(self, coefficients: np.ndarray, table_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """-> (quantized int32 (3, 64, h, w), tables int32 (2, 64)); the tables see the whole image."""
+        out = self.runners["qpm"].run({"coefficients": coefficients[None],
+                                       "table_scale": np.array([table_scale], np.float32)})
+        return out["quantized"][0], out["tables"][0]
+
+    def reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
+        """Quantized coefficients + tables -> padded HR uint8 (8hs, 8ws, 3) (body tiled)."""
+        features = self.runners["decoder_features"].run({"quantized": quantized[None], "tables": tables[None]})
+        body = self.runners["decoder_body"]
+        return decode_body_tiled(lambda f: body.run({"features": f})["image"], features["features"][0],
+                                 self.scale, self.tile_pixels)
+
+
+def export_graphs(weights: str | Path, out_dir: str | Path, scale: int) -> Path:
+    """Export the graph files `Graphs` needs (those missing) into `out_dir`."""
+    from ..export.onnx_export import export_graph, load_export_model
+
+    out_dir = Path(out_dir)
+    missing = [name for name in GRAPH_FILES if not (out_dir / f"{name}.onnx").is_file()]
+    if missing:
+        model, _ = load_export_model(weights, scale)
+        for name in missing:
+            export_graph(model, name, out_dir / f"{name}.onnx")
+    return out_dir
