@@ -12,10 +12,12 @@ from torch import nn
 from hyperthumbnail.export import export_onnx
 from hyperthumbnail.export.onnx_export import SPLIT_DECODER_NAMES, export_graph
 from hyperthumbnail.model import HyperThumbnail, ModelConfig
+from hyperthumbnail.codec.images import pad_to_multiple
 from hyperthumbnail.runtime import openvino as ov_runtime
+from hyperthumbnail.runtime.graphs import PREFERRED_PRECISION, Graphs, graph_precisions
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, cpu_has_native_bf16, resolve_precision
 from hyperthumbnail.serving.onnx_runner import OnnxRunner
-from hyperthumbnail.serving.steps import postprocess
+from hyperthumbnail.serving.steps import encode_thumbnail, postprocess
 
 from conftest import photo_like
 
@@ -128,3 +130,38 @@ def test_uint8_decoders_equal_todays_postprocessing(graphs, runtime):
     assert u8.dtype == split.dtype == np.uint8 and u8.shape == expected.shape == (2, 64, 96, 3)
     np.testing.assert_array_equal(u8, expected)
     np.testing.assert_array_equal(split, expected)
+
+
+def test_graph_precisions(monkeypatch):
+    monkeypatch.setenv(ov_runtime.BF16_ENV, "1")
+    assert graph_precisions("openvino") == PREFERRED_PRECISION
+    assert set(graph_precisions("openvino", "f32").values()) == {"f32"}
+    monkeypatch.setenv(ov_runtime.BF16_ENV, "0")  # a CPU without native bf16: f32 everywhere
+    assert set(graph_precisions("openvino").values()) == {"f32"}
+    assert set(graph_precisions("openvino", "bf16").values()) == {"f32"}
+    assert set(graph_precisions("onnx").values()) == {"f32"}
+    with pytest.raises(ValueError, match="needs --runtime openvino"):
+        graph_precisions("onnx", "bf16")
+    with pytest.raises(ValueError, match="unknown runtime"):
+        graph_precisions("tvm")
+    with pytest.raises(ValueError, match="unknown precision"):
+        graph_precisions("openvino", "fp8")
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_graph_set_encodes_and_decodes_tiled_like_untiled(graphs, runtime, monkeypatch):
+    """The whole neural path on a small model: thumbnail bytes and pixels do not depend on the
+    tile size, and the two runtimes agree closely (f32 everywhere: forced, as on a CPU without bf16)."""
+    monkeypatch.setenv(ov_runtime.BF16_ENV, "0")
+    image = pad_to_multiple(photo_like(1000, 690, seed=1), 32)  # 32x22 blocks
+    results = []
+    for tile_pixels in (None, 640 * 640):  # the smallest tile that holds the encoder's margin
+        g = Graphs(graphs, 4, runtime, tile_pixels=tile_pixels)
+        assert set(g.precisions.values()) == {"f32"} and runtime in g.describe()
+        coefficients = g.coefficients(image)
+        quantized, tables = g.quantize(coefficients)
+        data = encode_thumbnail(quantized, tables, (1000, 690), 4)
+        results.append((data, g.reconstruct(quantized, tables)))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    assert results[0][1].shape == image.shape and results[0][1].dtype == np.uint8
