@@ -16,8 +16,8 @@ from hyperthumbnail.codec.images import pad_to_multiple
 from hyperthumbnail.runtime import openvino as ov_runtime
 from hyperthumbnail.runtime.graphs import PREFERRED_PRECISION, Graphs, graph_precisions
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, cpu_has_native_bf16, resolve_precision
-from hyperthumbnail.serving.onnx_runner import OnnxRunner
-from hyperthumbnail.serving.steps import encode_thumbnail, postprocess
+from hyperthumbnail.runtime.onnx import OnnxRunner
+from hyperthumbnail.codec.steps import encode_thumbnail, postprocess
 
 from conftest import photo_like
 

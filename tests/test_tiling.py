@@ -12,7 +12,7 @@ from hyperthumbnail.export.onnx_export import export_graph
 from hyperthumbnail.runtime import tiling
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, resolve_precision
 from hyperthumbnail.runtime.tiling import decode_body_tiled, encode_tiled, plan_tiles
-from hyperthumbnail.serving.steps import encode_thumbnail
+from hyperthumbnail.codec.steps import encode_thumbnail
 
 from conftest import SCALE, photo_like
 

@@ -22,7 +22,7 @@ from ..codec.images import crop_to, load_image, pad_to_multiple
 from ..metrics import psnr
 from ..runtime.graphs import export_graphs, make_runner
 from ..runtime.openvino import cpu_has_native_bf16
-from ..serving.steps import decode_thumbnail, encode_thumbnail
+from ..codec.steps import decode_thumbnail, encode_thumbnail
 from .machine import machine_info, utc_now
 
 VARIANTS = {"onnxruntime": ("onnx", "f32"), "openvino_f32": ("openvino", "f32"), "openvino_bf16": ("openvino", "bf16")}
@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from ..pipeline import onnx_cache_dir
+    from ..runtime.graphs import graph_cache_dir
     from ..weights import default_weights_path
 
-    graph_dir = args.graphs or onnx_cache_dir(default_weights_path(4))
+    graph_dir = args.graphs or graph_cache_dir(default_weights_path(4))
     graph_dir.mkdir(parents=True, exist_ok=True)
     export_graphs(None, graph_dir, 4, names=GRAPHS + ("qpm",))
     width, height = (int(v) for v in args.size.lower().split("x"))

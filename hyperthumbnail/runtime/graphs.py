@@ -1,6 +1,8 @@
-"""The exported graphs of one weights file, run by one runtime at chosen precisions, with tiling.
+"""A weights file's exported graphs: exported once into a cache keyed by the weights' and the
+export code's content hashes, and run as one set (`Graphs`) by one runtime at chosen precisions,
+with tiling.
 
-This is the single place where the neural steps run for the in-process pipeline and for the
+`Graphs` is the single place where the neural steps run for the in-process pipeline and for the
 embedded server's Python-backend models alike, so a thumbnail made by either is the same bytes
 on the same machine (the encoder's float rounding decides the coefficients: the runtime and the
 precision must match too).
@@ -10,15 +12,40 @@ decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not 
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from ..weights import file_sha256
+from .onnx import OnnxRunner
 from .openvino import PRECISIONS, cpu_has_native_bf16, resolve_precision
 from .tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
 
-__all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "graph_precisions", "make_runner"]
+__all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
+           "graph_precisions", "load_onnx_graphs", "make_runner"]
+
+
+def graph_cache_dir(weights: Path) -> Path:
+    """Exported graphs are cached per weights file and export code (by content hashes)."""
+    from ..export.onnx_export import export_code_hash
+
+    root = Path(os.environ.get("HYPERTHUMBNAIL_CACHE", Path.home() / ".cache" / "hyperthumbnail"))
+    return root / "onnx" / f"{file_sha256(weights)[:16]}-{export_code_hash()[:8]}"
+
+
+def load_onnx_graphs(weights: Path, threads: int = 0) -> tuple[dict[str, OnnxRunner], int]:
+    """-> (ONNX Runtime runner per graph name, the model's scale); exports on first use (~15 s)."""
+    from ..export.onnx_export import GRAPH_NAMES, export_onnx
+
+    cache = graph_cache_dir(weights)
+    if not all((cache / f"{n}.onnx").exists() for n in GRAPH_NAMES):
+        export_onnx(weights, cache)
+    graphs = {n: OnnxRunner(cache / f"{n}.onnx", intra_op_threads=threads) for n in GRAPH_NAMES}
+    return graphs, int(json.loads((cache / "manifest.json").read_text())["scale"])
+
 
 Runtime = Literal["openvino", "onnx"]
 RUNTIMES: tuple[str, ...] = ("openvino", "onnx")
@@ -58,8 +85,6 @@ def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int =
                               cache_dir=_writable(path.parent / "openvino_cache"))
     if precision != "f32":
         raise ValueError(f"ONNX Runtime runs f32 only, not {precision}")
-    from ..serving.onnx_runner import OnnxRunner
-
     return OnnxRunner(path, intra_op_threads=threads)
 
 
