@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import photo_like
 from PIL import Image
 
 from hyperthumbnail.codec import (
@@ -15,8 +16,6 @@ from hyperthumbnail.codec import (
     pad_to_multiple,
     save_image,
 )
-
-from conftest import photo_like
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **kw) -> bytes:

@@ -7,19 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import photo_like
 from torch import nn
 
+from hyperthumbnail.codec.images import pad_to_multiple
+from hyperthumbnail.codec.steps import encode_thumbnail, postprocess
 from hyperthumbnail.export import export_onnx
 from hyperthumbnail.export.onnx_export import SPLIT_DECODER_NAMES, export_graph
 from hyperthumbnail.model import HyperThumbnail, ModelConfig
-from hyperthumbnail.codec.images import pad_to_multiple
 from hyperthumbnail.runtime import openvino as ov_runtime
 from hyperthumbnail.runtime.graphs import PREFERRED_PRECISION, Graphs, graph_precisions
-from hyperthumbnail.runtime.openvino import OpenVinoRunner, cpu_has_native_bf16, resolve_precision
 from hyperthumbnail.runtime.onnx import OnnxRunner
-from hyperthumbnail.codec.steps import encode_thumbnail, postprocess
-
-from conftest import photo_like
+from hyperthumbnail.runtime.openvino import OpenVinoRunner, cpu_has_native_bf16, resolve_precision
 
 
 @pytest.fixture(scope="module")

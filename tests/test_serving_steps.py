@@ -276,19 +276,39 @@ def test_build_cpu_repository_and_stamp(tmp_path, fake_export):
 
     small_model = HyperThumbnail(ModelConfig(scale=2)).eval()
     out = repository.build_repository(tmp_path / "repo", weights=small_model, scale=2)
-    assert fake_export == ["encoder", "qpm", "decoder"]
-    assert parse_config(out / "jpeg_decode" / "config.pbtxt").parameters["scale"].string_value == "2"
-    for name in repository.NEURAL_MODELS:
+    assert fake_export == ["encoder", "qpm", "decoder_features", "decoder_body"]  # the decoder split for tiling
+    for name in ("jpeg_decode", "decoder"):
+        assert parse_config(out / name / "config.pbtxt").parameters["scale"].string_value == "2"
+    for name in ("encoder", "qpm"):
         assert (out / name / "1" / "model.onnx").is_file() and (out / name / "1" / "model.py").is_file()
+    assert sorted(p.name for p in (out / "decoder" / "1").iterdir()) == [
+        "decoder_body.onnx", "decoder_features.onnx", "model.py"]
+    for name in repository.NEURAL_MODELS:  # the in-process pipeline's defaults
+        parameters = parse_config(out / name / "config.pbtxt").parameters
+        assert (parameters["runtime"].string_value, parameters["precision"].string_value) == ("openvino", "auto")
     assert (out / "hyperthumbnail_encode" / "1").is_dir() and (out / "manifest.json").is_file()
     assert repository.read_stamp(out)["scale"] == 2
     repository.build_repository(out, weights=small_model, scale=2)  # current: nothing to do
-    assert len(fake_export) == 3
+    assert len(fake_export) == 4
     repository.build_repository(out, weights=small_model, scale=2, rebuild=True)
-    assert len(fake_export) == 6
-    (out / "qpm" / "1" / "model.onnx").unlink()  # incomplete: rebuilt
+    assert len(fake_export) == 8
+    (out / "decoder" / "1" / "decoder_body.onnx").unlink()  # incomplete: rebuilt
     repository.build_repository(out, weights=small_model, scale=2)
-    assert len(fake_export) == 9 and not list(tmp_path.glob(".repo*"))  # no staging dirs left
+    assert len(fake_export) == 12 and not list(tmp_path.glob(".repo*"))  # no staging dirs left
+    repository.build_repository(out, weights=small_model, scale=2, runtime="onnx", precision="f32")  # changed
+    assert len(fake_export) == 16
+    for name in repository.NEURAL_MODELS:
+        parameters = parse_config(out / name / "config.pbtxt").parameters
+        assert (parameters["runtime"].string_value, parameters["precision"].string_value) == ("onnx", "f32")
+
+
+def test_build_openvino_repository(tmp_path, fake_export, small_model):
+    out = repository.build_repository(tmp_path / "repo", weights=small_model, target="openvino")
+    assert fake_export == ["encoder", "qpm", "decoder_u8"]  # one decoder graph that ends in uint8
+    models = configs(out, gpu=False)
+    assert {models[name].backend for name in repository.NEURAL_MODELS} == {"openvino"}
+    assert (out / "decoder" / "1" / "model.onnx").read_bytes() == b"onnx decoder_u8"
+    assert models["preprocess"].backend == "python" and not list(out.glob("*/configs"))
 
 
 def test_build_gpu_repository_with_plans(tmp_path, fake_export, small_model):
@@ -313,6 +333,10 @@ def test_build_errors(tmp_path, fake_export, small_model):
         repository.build_repository(tmp_path / "a", weights=small_model, target="tpu")
     with pytest.raises(repository.RepositoryError, match="GPU target"):
         repository.build_repository(tmp_path / "a", weights=small_model, plans=tmp_path)
+    with pytest.raises(repository.RepositoryError, match="unknown runtime"):
+        repository.build_repository(tmp_path / "a", weights=small_model, runtime="tvm")
+    with pytest.raises(repository.RepositoryError, match="needs --runtime openvino"):
+        repository.build_repository(tmp_path / "a", weights=small_model, runtime="onnx", precision="bf16")
     with pytest.raises(repository.RepositoryError, match="for scale 4, not 2"):
         repository.build_repository(tmp_path / "a", weights=small_model, scale=2)
     assert fake_export == []

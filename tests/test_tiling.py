@@ -6,15 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SCALE, photo_like
 
 from hyperthumbnail.codec.images import pad_to_multiple
+from hyperthumbnail.codec.steps import encode_thumbnail
 from hyperthumbnail.export.onnx_export import export_graph
 from hyperthumbnail.runtime import tiling
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, resolve_precision
 from hyperthumbnail.runtime.tiling import decode_body_tiled, encode_tiled, plan_tiles
-from hyperthumbnail.codec.steps import encode_thumbnail
-
-from conftest import SCALE, photo_like
 
 SMALL_TILE = 1024 * 768  # HR pixels per tile incl. margins: a 2040x1530 photo becomes 4+ tiles
 

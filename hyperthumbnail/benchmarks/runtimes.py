@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..codec.images import crop_to, load_image, pad_to_multiple
+from ..codec.steps import decode_thumbnail, encode_thumbnail
 from ..metrics import psnr
 from ..runtime.graphs import export_graphs, make_runner
 from ..runtime.openvino import cpu_has_native_bf16
-from ..codec.steps import decode_thumbnail, encode_thumbnail
 from .machine import machine_info, utc_now
 
 VARIANTS = {"onnxruntime": ("onnx", "f32"), "openvino_f32": ("openvino", "f32"), "openvino_bf16": ("openvino", "bf16")}
@@ -59,7 +59,7 @@ def graph_times(graph_dir: Path, image: np.ndarray, repeats: int = 3) -> dict:
     for variant, (runtime, precision) in VARIANTS.items():
         for name in GRAPHS:
             runner = ort[name] if runtime == "onnx" else make_runner(graph_dir / f"{name}.onnx", runtime, precision)
-            seconds = _best(lambda: runner.run(feeds[name]), repeats)
+            seconds = _best(lambda runner=runner, name=name: runner.run(feeds[name]), repeats)
             result = runner.run(feeds[name])
             diff = {key: float(np.abs(result[key].astype(np.float64) - reference[name][key]).max())
                     for key in reference[name]}

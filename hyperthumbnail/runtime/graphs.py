@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from ..weights import file_sha256
 from .onnx import OnnxRunner
-from .openvino import PRECISIONS, cpu_has_native_bf16, resolve_precision
+from .openvino import cpu_has_native_bf16
+from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions, make_runner
 from .tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
 
 __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
@@ -47,57 +47,20 @@ def load_onnx_graphs(weights: Path, threads: int = 0) -> tuple[dict[str, OnnxRun
     return graphs, int(json.loads((cache / "manifest.json").read_text())["scale"])
 
 
-Runtime = Literal["openvino", "onnx"]
-RUNTIMES: tuple[str, ...] = ("openvino", "onnx")
-GRAPH_FILES = ("encoder", "qpm", "decoder_features", "decoder_body")
-# Chosen by measurement (docs/benchmarks.md, Kodak, this CPU): bf16 costs the encoder +0.0005 bpp
-# and -0.007 dB, the decoder -0.004 dB, for 1.2-1.5x more speed. The QPM rounds its tables and is
-# cheap, the decoder's coefficient branch is cheap: both stay f32.
-PREFERRED_PRECISION = {"encoder": "bf16", "qpm": "f32", "decoder_features": "f32", "decoder_body": "bf16"}
+def load_graphs(weights: Path, runtime: str = "openvino", precision: str = "auto", threads: int = 0,
+                tile_pixels: int | None = DEFAULT_TILE_PIXELS) -> Graphs:
+    """The graph set of a weights file, exported into its cache on first use (~1 min)."""
+    cache = graph_cache_dir(weights)
+    if not (cache / "manifest.json").is_file():
+        from ..export.onnx_export import load_export_model, write_manifest
 
-
-def graph_precisions(runtime: str, precision: str = "auto") -> dict[str, str]:
-    """Per graph: 'f32' or 'bf16'. `precision`: auto (the measured choice, bf16 only on a CPU
-    with native bf16), f32 (everything), bf16 (the bf16-tolerant graphs where native)."""
-    if precision not in ("auto", *PRECISIONS):
-        raise ValueError(f"unknown precision {precision!r}; use auto, f32 or bf16")
-    if runtime == "onnx":
-        if precision == "bf16":
-            raise ValueError("ONNX Runtime runs f32 here; bf16 needs --runtime openvino")
-        return {name: "f32" for name in GRAPH_FILES}
-    if runtime != "openvino":
-        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-    if precision == "f32":
-        return {name: "f32" for name in GRAPH_FILES}
-    return {name: resolve_precision("auto", pref) for name, pref in PREFERRED_PRECISION.items()}
-
-
-def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0):
-    """A runner (`run(feeds) -> outputs`) for one graph file.
-
-    OpenVINO keeps its compiled blobs beside the graph (`openvino_cache/`): a second process
-    starts in a fraction of the compile time (the CLI starts one per command).
-    """
-    if runtime == "openvino":
-        from .openvino import OpenVinoRunner
-
-        return OpenVinoRunner(path, intra_op_threads=threads, precision=precision,  # type: ignore[arg-type]
-                              cache_dir=_writable(path.parent / "openvino_cache"))
-    if precision != "f32":
-        raise ValueError(f"ONNX Runtime runs f32 only, not {precision}")
-    return OnnxRunner(path, intra_op_threads=threads)
-
-
-def _writable(directory: Path) -> Path | None:
-    """`directory` (created) where it can be written, else None (no cache; a read-only repository)."""
-    try:
-        directory.mkdir(exist_ok=True)
-        probe = directory / ".probe"
-        probe.touch()
-        probe.unlink()
-        return directory
-    except OSError:
-        return None
+        model, sha = load_export_model(weights)
+        export_graphs(model, cache, model.scale)
+        write_manifest(model, cache, weights_sha256=sha)
+    else:
+        export_graphs(weights, cache, int(json.loads((cache / "manifest.json").read_text())["scale"]))
+    scale = int(json.loads((cache / "manifest.json").read_text())["scale"])
+    return Graphs(cache, scale, runtime, precision, threads, tile_pixels)
 
 
 class Graphs:
