@@ -103,3 +103,12 @@ def test_plan_covers_once_and_respects_the_area():
     assert len(plan_tiles(10, 10, 3, None)) == 1
     with pytest.raises(ValueError, match="cannot hold"):
         plan_tiles(100, 100, 9, 100)
+
+
+def test_tiled_encode_of_float_chw_is_the_same(runners, photo):
+    """The server's encoder tiles preprocess's float CHW image: the same coefficients."""
+    from hyperthumbnail.codec.steps import preprocess
+
+    chw, _ = preprocess(photo, SCALE)
+    from_uint8 = encode_tiled(_encoder(runners), pad_to_multiple(photo, 8 * SCALE), SCALE, max_tile_pixels=None)
+    np.testing.assert_array_equal(encode_tiled(_encoder(runners), chw, SCALE, max_tile_pixels=SMALL_TILE), from_uint8)

@@ -93,16 +93,22 @@ def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.nda
 
     `run_encoder`: (1, 3, h', w') float32 in [0, 1] -> (1, 3, 64, h'/(8s), w'/(8s)). Each tile is
     converted to float on its own (the whole image in float32 would be 12 bytes per pixel).
+    A float32 CHW `padded` (3, H, W) in [0, 1] (the server's preprocess output) is cropped as is.
     """
     unit = 8 * scale
-    rows, cols = padded.shape[0] // unit, padded.shape[1] // unit
+    chw_input = padded.ndim == 3 and padded.shape[0] == 3 and padded.dtype == np.float32
+    height, width = padded.shape[1:] if chw_input else padded.shape[:2]
+    rows, cols = height // unit, width // unit
     max_area = None if max_tile_pixels is None else max(1, max_tile_pixels // (unit * unit))
     out: np.ndarray | None = None
     for tile in plan_tiles(rows, cols, ENCODER_MARGIN_BLOCKS, max_area):
         ey, ex = tile.extent
-        crop = padded[ey.start * unit:ey.stop * unit, ex.start * unit:ex.stop * unit]
-        chw = np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32)
-        chw /= np.float32(255.0)  # the same float32 arithmetic as steps.preprocess
+        rows_px, cols_px = slice(ey.start * unit, ey.stop * unit), slice(ex.start * unit, ex.stop * unit)
+        if chw_input:
+            chw = np.ascontiguousarray(padded[:, rows_px, cols_px])
+        else:
+            chw = np.ascontiguousarray(padded[rows_px, cols_px].transpose(2, 0, 1), dtype=np.float32)
+            chw /= np.float32(255.0)  # the same float32 arithmetic as steps.preprocess
         coefficients = run_encoder(chw[None])[0]
         if out is None:
             out = np.empty((3, 64, rows, cols), dtype=coefficients.dtype)

@@ -22,7 +22,7 @@ from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
 from ..runtime.select import graph_precisions, make_runner
-from ..runtime.tiling import DEFAULT_TILE_PIXELS, decode_body_tiled
+from ..runtime.tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
 
 
 class _PythonModel:
@@ -248,11 +248,23 @@ class OnnxModel(_PythonModel):
                                     "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
         self.runner = graph_runner(self, path, self.name)
         self.call_max_bytes = self.param_int("call_max_bytes", steps.DEFAULT_CALL_MAX_BYTES)
+        # The encoder runs large images in tiles (bit-exact, runtime.tiling): memory of one tile.
+        self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
+        self.scale = self.param_int("scale", 4)
+
+    def _run_one(self, inputs):
+        if self.name == "encoder" and self.tile_pixels is not None:
+            images = inputs["image"]
+            if images.shape[2] * images.shape[3] > self.tile_pixels:
+                run = lambda image: self.runner.run({"image": image})["coefficients"]  # noqa: E731
+                return {"coefficients": np.stack([encode_tiled(run, image, self.scale, self.tile_pixels)
+                                                  for image in images])}
+        return self.runner.run(inputs)
 
     def run(self, inputs):
         batch = len(next(iter(inputs.values())))
         item_bytes = sum(v.nbytes for v in inputs.values()) // max(1, batch)
-        parts = [self.runner.run({k: v[part] for k, v in inputs.items()})
+        parts = [self._run_one({k: v[part] for k, v in inputs.items()})
                  for part in steps.batch_slices(batch, item_bytes, self.call_max_bytes)]
         if len(parts) == 1:  # the usual case: no copy
             return {name: parts[0][name] for name in self.output_dtypes}

@@ -31,7 +31,8 @@ from ..interface import ENCODE_AT_BPP_MODEL, ENCODE_MODEL, ENSEMBLES, MAX_BATCH,
 
 __all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_dir", "RepositoryError"]
 
-SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode", "decoder", ENCODE_AT_BPP_MODEL)  # carry a `scale` parameter
+# These configs carry a `scale` parameter.
+SCALED_MODELS = ("preprocess", "encoder", "jpeg_encode", "jpeg_decode", "decoder", ENCODE_AT_BPP_MODEL)
 STAMP_NAME = ".hyperthumbnail-build.json"
 DEFAULT_REPOSITORY = Path("build") / "model_repository"
 _PACKAGE = Path(__file__).resolve().parents[1]
