@@ -12,6 +12,7 @@ decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,10 +29,18 @@ __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_g
            "graph_precisions", "load_onnx_graphs", "make_runner"]
 
 
+def export_code_hash() -> str:
+    """`export.onnx_export.export_code_hash` without importing the exporter (torch, onnx: seconds
+    at every CLI start); tests/test_runtime_openvino.py checks the two agree."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*(package / "model").glob("*.py"), package / "export" / "onnx_export.py"]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def graph_cache_dir(weights: Path) -> Path:
     """Exported graphs are cached per weights file and export code (by content hashes)."""
-    from ..export.onnx_export import export_code_hash
-
     root = Path(os.environ.get("HYPERTHUMBNAIL_CACHE", Path.home() / ".cache" / "hyperthumbnail"))
     return root / "onnx" / f"{file_sha256(weights)[:16]}-{export_code_hash()[:8]}"
 
