@@ -1,4 +1,4 @@
-"""Tiled encoder and decoder body: memory bounded by the tile, output IDENTICAL to untiled.
+"""Tiled encoder and decoder: memory bounded by the tile, output IDENTICAL to untiled.
 
 Each tile is computed with a margin at least the receptive field of the graph on every side
 that is not the image border, and only its core is kept: every kept value then sees exactly the
@@ -7,8 +7,10 @@ encoder U-Net's /4 stride, so strided convolutions, pixel (un)shuffles and JPEG 
 
 Only the convolutional parts tile. The QPM averages its MLP over all blocks of the image (the
 tables are image-wide), so it runs once on the whole coefficient array (small: 1/16 of the HR
-pixels at scale 4). The decoder's coefficient branch has a receptive field of ~35 blocks; it
-runs untiled too (at block resolution it is cheap) and only the decoder body is tiled.
+pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`) has a
+receptive field of ~35 blocks, too wide to tile without recomputing most of it, so it runs on
+the whole image (at block resolution; ~1 GB at 48 MP), and the decoder body in tiles with a
+5-block margin.
 """
 from __future__ import annotations
 
@@ -66,8 +68,6 @@ def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[
     if max_area is None or rows * cols <= max_area:
         whole = (slice(0, rows), slice(0, cols))
         return [Tile(whole, whole)]
-    if max_area < (2 * margin + 1) ** 2:
-        raise ValueError(f"a tile of {max_area} blocks cannot hold a core and a {margin}-block margin")
     best: tuple[int, list[Tile]] | None = None
     for ny, nx in itertools.product(range(1, rows + 1), range(1, cols + 1)):
         ys, xs = _splits(rows, ny), _splits(cols, nx)
@@ -83,7 +83,8 @@ def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[
         if ny * nx > 4 * (rows * cols // max_area + 2):  # more tiles only add margins
             break
     if best is None:
-        raise ValueError(f"no tiling of {rows}x{cols} blocks fits {max_area} blocks per tile")
+        raise ValueError(f"a tile of {max_area} blocks cannot hold a core and a {margin}-block margin "
+                         f"on a {rows}x{cols}-block image")
     return best[1]
 
 
