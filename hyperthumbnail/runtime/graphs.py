@@ -72,6 +72,21 @@ def load_graphs(weights: Path, runtime: str = "openvino", precision: str = "auto
     return Graphs(cache, scale, runtime, precision, threads, tile_pixels)
 
 
+class _LazyRunners(dict):
+    """Runners made on first use: a decode never loads (compiles) the encoder, nor an encode the
+    decoder (seconds of every CLI start, and their memory)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, name: str):
+        if name not in GRAPH_FILES:
+            raise KeyError(name)
+        self[name] = runner = self._make(name)
+        return runner
+
+
 class Graphs:
     """encoder / qpm / decoder of one exported graph directory, ready to run."""
 
@@ -82,8 +97,11 @@ class Graphs:
         self.runtime = runtime
         self.precisions = graph_precisions(runtime, precision)
         self.tile_pixels = tile_pixels
-        self.runners = {name: make_runner(self.dir / f"{name}.onnx", runtime, self.precisions[name], threads)
-                        for name in GRAPH_FILES}
+        for name in GRAPH_FILES:
+            if not (self.dir / f"{name}.onnx").is_file():
+                raise FileNotFoundError(f"graph not found: {self.dir / f'{name}.onnx'}")
+        self.runners = _LazyRunners(lambda name: make_runner(self.dir / f"{name}.onnx", runtime,
+                                                             self.precisions[name], threads))
 
     def describe(self) -> str:
         """e.g. 'openvino (encoder bf16, qpm f32, ...)', for logs and benchmark records."""
