@@ -48,17 +48,19 @@ app.kubernetes.io/component: inference-server
 {{- end }}
 {{- end }}
 
-{{/* Where tritonserver reads the repository: the object-storage URI, or the PVC mount. */}}
+{{/* Where tritonserver reads the repository: an object-storage URI, the PVC mount, or a path in the image. */}}
 {{- define "hyperthumbnail.modelRepository" -}}
 {{- $repo := .Values.modelRepository }}
-{{- if and $repo.uri $repo.pvc.claimName }}
-{{- fail "modelRepository: set either uri (object storage) or pvc.claimName, not both" }}
+{{- $set := 0 }}
+{{- range (list $repo.uri $repo.pvc.claimName $repo.path) }}{{ if . }}{{ $set = add1 $set }}{{ end }}{{ end }}
+{{- if ne (int $set) 1 }}
+{{- fail "modelRepository: set exactly one of uri (s3://bucket/path, s3://https://HOST:PORT/bucket/path, gs://..., as://...), pvc.claimName, or path" }}
 {{- else if $repo.uri }}
 {{- $repo.uri }}
 {{- else if $repo.pvc.claimName }}
-{{- printf "/models/%s" ($repo.pvc.subPath | default "" ) | trimSuffix "/" }}
+{{- printf "/models/%s" ($repo.pvc.subPath | default "") | trimSuffix "/" }}
 {{- else }}
-{{- fail "modelRepository: set uri (s3://bucket/path, s3://https://HOST:PORT/bucket/path, gs://..., as://...) or pvc.claimName" }}
+{{- $repo.path }}
 {{- end }}
 {{- end }}
 
