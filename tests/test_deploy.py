@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -349,3 +350,109 @@ def test_promtool_rules(tmp_path):
     result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
+
+
+# ----------------------------------------------------------------------------- the real server
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except (urllib.error.URLError, OSError):
+        return 0, ""
+
+
+@pytest.mark.server
+@pytest.mark.timeout(600)
+def test_chart_matches_the_real_server(served_repository):
+    """Start the real tritonserver with exactly the command and args the chart renders (its paths
+    pointed at this machine's runtime and the test repository, loopback, free ports): the flags
+    are accepted, the probes' paths answer on the probes' ports, the Services' ports reach HTTP,
+    gRPC and metrics, the metric names and model labels the rules, autoscalers and dashboard use
+    are what the server exports, and SIGTERM drains within the grace period."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    from hyperthumbnail.serving.tritonserver import TritonServer, free_port, prepare_runtime
+
+    runtime = prepare_runtime()
+    ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
+    prefix = f"deploytest{os.getpid()}_"
+    values = {**MATRIX["monitoring"], "modelRepository": {"uri": "", "path": str(served_repository)},
+              "server": {"home": str(runtime.root), "address": "127.0.0.1", "ports": ports,
+                         # Other servers may share this machine's /dev/shm (a pod has its own).
+                         "extraArgs": [f"--backend-config=python,shm-region-prefix-name={prefix}"]},
+              "service": {"ports": ports}}
+    objects = render(values)
+    c = container(objects)
+    deployment = one(objects, "Deployment")
+
+    # The chart's flags are serve's flags: every flag TritonServer.command() passes (bar the
+    # per-process shm prefix) is in the chart's args with the same value where the chart does not
+    # template it from values.
+    serve = TritonServer(served_repository, runtime=runtime, host="127.0.0.1", http_port=ports["http"],
+                         grpc_port=ports["grpc"], metrics_port=ports["metrics"],
+                         exit_timeout=int(next(a for a in c["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1]))
+    serve_flags = [f for f in serve.command()[1:] if "shm-region-prefix-name" not in f]
+    assert [f for f in serve_flags if f not in c["args"]] == []
+    assert c["command"] == [str(runtime.binary)]
+
+    container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert container_ports == ports
+    process = subprocess.Popen(c["command"] + c["args"], env=runtime.env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        probe = c["readinessProbe"]["httpGet"]
+        while _get(f"http://127.0.0.1:{container_ports[probe['port']]}{probe['path']}")[0] != 200:
+            if process.poll() is not None:
+                pytest.fail("tritonserver exited with the chart's flags:\n" + process.stdout.read().decode()[-3000:])
+            assert time.monotonic() < deadline, "not ready after 240 s"
+            time.sleep(0.5)
+        for name in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = c[name]["httpGet"]
+            assert _get(f"http://127.0.0.1:{container_ports[get['port']]}{get['path']}")[0] == 200, name
+
+        # Each Service port targets a named container port that speaks its protocol.
+        for service in find(objects, "Service"):
+            for port in service["spec"]["ports"]:
+                target = container_ports[port["targetPort"]]
+                if port["name"] == "http":
+                    http = httpclient.InferenceServerClient(f"127.0.0.1:{target}")
+                    assert http.is_server_ready() and http.is_model_ready("hyperthumbnail_decode")
+                    http.close()
+                elif port["name"] == "grpc":
+                    grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{target}")
+                    assert grpc.is_server_ready()
+                    grpc.close()
+                else:
+                    assert port["name"] == "metrics" and _get(f"http://127.0.0.1:{target}/metrics")[0] == 200
+
+        # Metric names and model labels used by the chart's rules, autoscalers and dashboard.
+        status, metrics = _get(f"http://127.0.0.1:{ports['metrics']}{one(objects, 'ServiceMonitor')['spec']['endpoints'][0]['path']}")
+        assert status == 200
+        exported = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line and not line.startswith("#")}
+        text = yaml.safe_dump_all([o for o in objects if o["kind"] in ("PrometheusRule", "ConfigMap")])
+        used = set(re.findall(r"\bnv_[a-z_]+", text))
+        assert used >= {"nv_inference_queue_duration_us", "nv_inference_request_success", "nv_inference_request_failure"}
+        assert used <= exported, f"not exported by tritonserver: {sorted(used - exported)}"
+        chart_values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]
+        for model in chart_values["requestModels"] + chart_values["ensembleModels"]:
+            assert f'model="{model}"' in metrics, f"no series for model {model}"
+
+        # SIGTERM (what the kubelet sends after preStop) drains and exits within the grace period.
+        grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=grace - sleep)
+        assert time.monotonic() - started < grace - sleep
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        for region in Path("/dev/shm").glob(f"{prefix}*"):
+            region.unlink(missing_ok=True)
