@@ -10,8 +10,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # The serving dependencies of the Python-backend models, at the versions the test suite runs.
-RUN pip install numpy==1.26.4 pillow==13.0.0 jpeglib==1.0.2 onnxruntime==1.32.0 \
- && pip install --no-deps nvidia-pytriton==0.7.0
+RUN pip install numpy==1.26.4 pillow==13.0.0 jpeglib==1.0.2 onnxruntime==1.32.0 nvidia-pytriton==0.7.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hyperthumbnail ./hyperthumbnail
