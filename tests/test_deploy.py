@@ -185,6 +185,17 @@ def test_autoscaling_variants(rendered):
     assert "rate(nv_inference_queue_duration_us" in recorded["hyperthumbnail:queue_seconds_per_request:rate1m"]
 
 
+def test_prometheus_adapter_rule_serves_the_hpa_metric(rendered):
+    """files/prometheus-adapter-rules.yaml turns the recording rule into the HPA's Pods metric."""
+    adapter = yaml.safe_load((CHART / "files" / "prometheus-adapter-rules.yaml").read_text())["rules"]["custom"]
+    hpa_metric = one(rendered["default"], "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    rule = one(rendered["monitoring"], "PrometheusRule")
+    recorded = [r["record"] for g in rule["spec"]["groups"] for r in g["rules"] if "record" in r]
+    served = {entry["name"]["as"]: entry["seriesQuery"].split("{")[0].strip("'") for entry in adapter}
+    assert served[hpa_metric] == recorded[0] == "hyperthumbnail:queue_seconds_per_request:rate1m"
+    assert {"namespace", "pod"} <= set(adapter[0]["resources"]["overrides"])
+
+
 @pytest.mark.parametrize("values,message", [
     ({"bogus": 1}, "additional properties 'bogus' not allowed"),
     ({"modelRepository": {"uri": "http://bucket/path"}}, "/modelRepository/uri"),
