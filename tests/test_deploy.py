@@ -68,7 +68,8 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     """The chart's objects for these values (as `helm template`)."""
     with helm.Chart.load(CHART) as chart:
         out = chart.render(values, name=RELEASE, namespace=NAMESPACE)
-    return [doc for text in out.values() for doc in yaml.safe_load_all(text) if doc]
+    return [doc for path, text in out.items() if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text) if doc]
 
 
 def find(objects: list[dict], kind: str) -> list[dict]:
