@@ -186,6 +186,14 @@ def test_autoscaling_variants(rendered):
     assert "rate(nv_inference_queue_duration_us" in recorded["hyperthumbnail:queue_seconds_per_request:rate1m"]
 
 
+def test_grafana_dashboard_is_json_on_the_recorded_series(rendered):
+    dashboard = one(rendered["monitoring"], "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(dashboard["data"]["hyperthumbnail.json"])["panels"]
+    exprs = " ".join(t["expr"] for p in panels for t in p["targets"])
+    assert "hyperthumbnail:queue_seconds_per_request:rate1m{namespace=\"photos\", job=\"ht-hyperthumbnail\"}" in exprs
+
+
 def test_prometheus_adapter_rule_serves_the_hpa_metric(rendered):
     """files/prometheus-adapter-rules.yaml turns the recording rule into the HPA's Pods metric."""
     adapter = yaml.safe_load((CHART / "files" / "prometheus-adapter-rules.yaml").read_text())["rules"]["custom"]
