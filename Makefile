@@ -1,17 +1,22 @@
 # `make demo` and `make test` are the two commands the README starts with.
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
+# This machine's pip configuration names package folders that may not exist; pip says so once per
+# package. That is noise for whoever runs `make setup`, so only that one message is dropped.
+PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+SHELL := /bin/bash
 
-.PHONY: setup system-deps demo test clean checkov chart-flags image
+.PHONY: setup system-deps demo lint test clean checkov chart-sync image
 
 setup: $(VENV_STAMP)
 
 # Idempotent: re-runs pip only when the project's dependencies change.
 $(VENV_STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $(VENV_STAMP)
+	@test -x $(PY) || { echo "creating .venv"; python3 -m venv .venv; }
+	@echo "installing hyperthumbnail and its dependencies into .venv (a few minutes the first time)"
+	@$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
+	@$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
+	@touch $(VENV_STAMP)
 
 # Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
 system-deps:
@@ -20,7 +25,10 @@ system-deps:
 demo: setup
 	$(PY) -m hyperthumbnail.serving.demo
 
-test: setup checkov
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup lint checkov
 	$(PY) -m pytest -q -ra
 
 # checkov (security lint of the rendered Kubernetes manifests, tests/test_deploy.py) pins its own
@@ -28,13 +36,14 @@ test: setup checkov
 CHECKOV := .venv-tools/checkov/bin/checkov
 checkov: $(CHECKOV)
 $(CHECKOV):
-	python3 -m venv .venv-tools/checkov
-	.venv-tools/checkov/bin/python -m pip install -q --upgrade pip
-	.venv-tools/checkov/bin/python -m pip install -q checkov==3.3.30
+	@echo "installing checkov into .venv-tools/checkov"
+	@python3 -m venv .venv-tools/checkov
+	@.venv-tools/checkov/bin/python -m pip install -q --upgrade pip $(PIP_QUIET)
+	@.venv-tools/checkov/bin/python -m pip install -q checkov==3.3.30 $(PIP_QUIET)
 
-# The chart's tritonserver flags come from the command `hyperthumbnail serve` runs.
-chart-flags: setup
-	$(PY) deploy/chart_flags.py
+# The chart's tritonserver flags, health/metrics paths and model names come from the package.
+chart-sync: setup
+	$(PY) deploy/chart_sync.py
 
 # Container images (needs Docker; not run by CI, which has none): see docs/kubernetes.md.
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' deploy/helm/hyperthumbnail/Chart.yaml)

@@ -15,19 +15,19 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hyperthumbnail ./hyperthumbnail
 RUN pip install --no-deps . \
- && python -c "from hyperthumbnail.serving.tritonserver import prepare_runtime; prepare_runtime('/opt/tritonserver')"
+ && python -c "from hyperthumbnail.serving.server_runtime import prepare_runtime; prepare_runtime('/opt/tritonserver')"
 
 FROM python:3.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/tritonserver /opt/tritonserver
-# What hyperthumbnail.serving.tritonserver.server_environment() sets (checked below): the
+# What hyperthumbnail.serving.server_runtime.server_environment() sets (checked below): the
 # interpreter's libpython and the wheel's vendored libraries; the venv first on PATH so the stub
 # runs inside it.
 ENV PATH=/opt/venv/bin:$PATH \
     LD_LIBRARY_PATH=/usr/local/lib:/opt/venv/lib/python3.11/site-packages/nvidia_pytriton.libs \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp
-RUN python -c "import os, sys; from hyperthumbnail.serving.tritonserver import server_environment as e; \
+RUN python -c "import os, sys; from hyperthumbnail.serving.server_runtime import server_environment as e; \
 want = e(base={})['LD_LIBRARY_PATH']; have = os.environ['LD_LIBRARY_PATH']; \
 sys.exit(0 if want == have else f'LD_LIBRARY_PATH drifted: image {have}, server_environment() {want}')" \
  && /opt/tritonserver/bin/tritonserver --help > /dev/null \

@@ -98,11 +98,21 @@ def kserve_objects() -> list[dict]:
 # ----------------------------------------------------------------------------- chart: lint, render
 
 
-def test_flags_file_is_generated_from_serve():
-    """files/tritonserver-flags.yaml equals what deploy/chart_flags.py derives from serve's command now."""
-    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "chart_flags.py"), "--check"],
+def server_facts() -> dict:
+    return yaml.safe_load((CHART / "files" / "server.yaml").read_text())
+
+
+def test_generated_file_matches_the_package():
+    """files/server.yaml equals what deploy/chart_sync.py derives from server_flags and interface now."""
+    result = subprocess.run([sys.executable, str(ROOT / "deploy" / "chart_sync.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    from hyperthumbnail import interface
+    from hyperthumbnail.serving import server_flags
+
+    facts = server_facts()
+    assert facts["paths"]["live"] == server_flags.HEALTH_LIVE and facts["paths"]["ready"] == server_flags.HEALTH_READY
+    assert set(interface.ENSEMBLES) <= set(facts["models"]["requests"])
 
 
 @pytest.mark.parametrize("case", MATRIX)
@@ -299,7 +309,7 @@ def test_kserve_manifests():
         kubernetes_validate.validate(pod, kube, strict=True)
         kubernetes_validate.validate(predictor_pod, kube, strict=True)
     args = runtime["spec"]["containers"][0]["args"]
-    flags = yaml.safe_load((CHART / "files" / "tritonserver-flags.yaml").read_text())
+    flags = server_facts()["flags"]
     missing = [f for f in flags["common"] + flags["cpu"] if f not in args]
     assert not missing, f"ServingRuntime lacks serve's flags {missing}"
     assert "--model-repository=/mnt/models" in args and "--http-port=8080" in args and "--grpc-port=9000" in args
@@ -396,7 +406,8 @@ def test_chart_matches_the_real_server(served_repository):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from hyperthumbnail.serving.tritonserver import TritonServer, free_port, prepare_runtime
+    from hyperthumbnail.serving.server_process import TritonServer, free_port
+    from hyperthumbnail.serving.server_runtime import prepare_runtime
 
     runtime = prepare_runtime()
     ports = {"http": free_port(), "grpc": free_port(), "metrics": free_port()}
@@ -410,9 +421,9 @@ def test_chart_matches_the_real_server(served_repository):
     c = container(objects)
     deployment = one(objects, "Deployment")
 
-    # The chart's flags are serve's flags: every flag TritonServer.command() passes (bar the
-    # per-process shm prefix) is in the chart's args with the same value where the chart does not
-    # template it from values.
+    # The chart's flags are serve's flags: every flag TritonServer.command() (what `serve` runs,
+    # built by server_flags.tritonserver_flags) passes for the same repository, address, ports and
+    # drain time is in the chart's args, bar the per-process /dev/shm prefix.
     serve = TritonServer(served_repository, runtime=runtime, host="127.0.0.1", http_port=ports["http"],
                          grpc_port=ports["grpc"], metrics_port=ports["metrics"],
                          exit_timeout=int(next(a for a in c["args"] if a.startswith("--exit-timeout-secs=")).split("=")[1]))
@@ -452,15 +463,16 @@ def test_chart_matches_the_real_server(served_repository):
                     assert port["name"] == "metrics" and _get(f"http://127.0.0.1:{target}/metrics")[0] == 200
 
         # Metric names and model labels used by the chart's rules, autoscalers and dashboard.
-        status, metrics = _get(f"http://127.0.0.1:{ports['metrics']}{one(objects, 'ServiceMonitor')['spec']['endpoints'][0]['path']}")
+        metrics_path = one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["path"]
+        status, metrics = _get(f"http://127.0.0.1:{ports['metrics']}{metrics_path}")
         assert status == 200
         exported = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines() if line and not line.startswith("#")}
         text = yaml.safe_dump_all([o for o in objects if o["kind"] in ("PrometheusRule", "ConfigMap")])
         used = set(re.findall(r"\bnv_[a-z_]+", text))
         assert used >= {"nv_inference_queue_duration_us", "nv_inference_request_success", "nv_inference_request_failure"}
         assert used <= exported, f"not exported by tritonserver: {sorted(used - exported)}"
-        chart_values = yaml.safe_load((CHART / "values.yaml").read_text())["monitoring"]
-        for model in chart_values["requestModels"] + chart_values["ensembleModels"]:
+        models = server_facts()["models"]
+        for model in models["requests"] + models["ensembles"]:
             assert f'model="{model}"' in metrics, f"no series for model {model}"
 
         # SIGTERM (what the kubelet sends after preStop) drains and exits within the grace period.

@@ -6,8 +6,9 @@ Triton's nv_inference_* counters are cumulative: everything here is a rate over 
 {{- define "hyperthumbnail.ruleGroups" -}}
 {{- $sel := include "hyperthumbnail.seriesSelector" . }}
 {{- $m := .Values.monitoring }}
-{{- $requests := join "|" $m.requestModels }}
-{{- $ensembles := join "|" $m.ensembleModels }}
+{{- $models := (.Files.Get "files/server.yaml" | fromYaml).models }}
+{{- $requests := join "|" $models.requests }}
+{{- $ensembles := join "|" $models.ensembles }}
 {{- $fullname := include "hyperthumbnail.fullname" . }}
 groups:
   - name: hyperthumbnail.recording
