@@ -293,35 +293,52 @@ def test_crd_objects_match_their_crds(rendered):
         check_crd_object(bad)
 
 
+def runtime_pod(runtime: dict) -> dict:
+    spec = runtime["spec"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": runtime["metadata"]["name"]},
+            "spec": {"containers": spec["containers"], "volumes": spec["volumes"],
+                     **({"tolerations": spec["tolerations"]} if "tolerations" in spec else {})}}
+
+
 def test_kserve_manifests():
     """No installed package has KServe's CRD schemas: check the pod parts against the core schemas
-    (strict) and the rest against what KServe's Triton runtime expects."""
+    (strict) and the rest against what KServe's Triton runtime and our chart expect."""
     objects = kserve_objects()
-    runtime, isvc = one(objects, "ServingRuntime"), one(objects, "InferenceService")
-    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1" and isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runtime"},
-           "spec": {"containers": runtime["spec"]["containers"], "volumes": runtime["spec"]["volumes"]}}
+    runtimes = {r["metadata"]["name"]: r for r in find(objects, "ServingRuntime")}
+    assert set(runtimes) == {"hyperthumbnail-triton-cpu", "hyperthumbnail-triton-gpu"}
+    isvc = one(objects, "InferenceService")
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     kserve_fields = ("minReplicas", "maxReplicas", "autoScaling", "model", "scaleMetric", "scaleTarget")
     predictor = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in kserve_fields}
     predictor_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
                      "spec": {**predictor, "containers": [{"name": "kserve-container"}]}}
     for kube in KUBE_VERSIONS:
-        kubernetes_validate.validate(pod, kube, strict=True)
         kubernetes_validate.validate(predictor_pod, kube, strict=True)
-    args = runtime["spec"]["containers"][0]["args"]
+        for runtime in runtimes.values():
+            kubernetes_validate.validate(runtime_pod(runtime), kube, strict=True)
     flags = server_facts()["flags"]
-    missing = [f for f in flags["common"] + flags["cpu"] if f not in args]
-    assert not missing, f"ServingRuntime lacks serve's flags {missing}"
-    assert "--model-repository=/mnt/models" in args and "--http-port=8080" in args and "--grpc-port=9000" in args
+    paths = server_facts()["paths"]
+    for name, runtime in runtimes.items():
+        assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+        c = runtime["spec"]["containers"][0]
+        gpu = name.endswith("-gpu")
+        expected = flags["common"] + ([] if gpu else flags["cpu"]) + (["--model-config-name=gpu"] if gpu else [])
+        assert [f for f in expected if f not in c["args"]] == [], f"{name} lacks serve's flags"
+        if gpu:
+            assert not set(flags["cpu"]) & set(c["args"]) and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert {"--model-repository=/mnt/models", "--http-port=8080", "--grpc-port=9000"} <= set(c["args"])
+        assert [c[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")] == [
+            paths["ready"], paths["live"], paths["ready"]]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        shm = next(v for v in runtime["spec"]["volumes"] if v["name"] == mounts["/dev/shm"])
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     model = isvc["spec"]["predictor"]["model"]
-    assert model["runtime"] == runtime["metadata"]["name"]
+    runtime = runtimes[model["runtime"]]
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     metric = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]
     assert metric["query"].startswith("avg(hyperthumbnail:queue_seconds_per_request:rate1m{")
-    mounts = {m["mountPath"]: m["name"] for m in runtime["spec"]["containers"][0]["volumeMounts"]}
-    shm = next(v for v in runtime["spec"]["volumes"] if v["name"] == mounts["/dev/shm"])
-    assert shm["emptyDir"]["medium"] == "Memory"
 
 
 # ----------------------------------------------------------------------------- linters
