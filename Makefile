@@ -6,7 +6,7 @@ VENV_STAMP := .venv/.installed
 PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 SHELL := /bin/bash
 
-.PHONY: setup system-deps demo lint test clean
+.PHONY: setup system-deps demo lint test clean checkov chart-sync image
 
 setup: $(VENV_STAMP)
 
@@ -28,8 +28,28 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check .
 
-test: setup lint
+test: setup lint checkov
 	$(PY) -m pytest -q -ra
 
+# checkov (security lint of the rendered Kubernetes manifests, tests/test_deploy.py) pins its own
+# dependency tree (~290 MB), so it gets its own venv instead of the project's.
+CHECKOV := .venv-tools/checkov/bin/checkov
+checkov: $(CHECKOV)
+$(CHECKOV):
+	@echo "installing checkov into .venv-tools/checkov"
+	@python3 -m venv .venv-tools/checkov
+	@.venv-tools/checkov/bin/python -m pip install -q --upgrade pip $(PIP_QUIET)
+	@.venv-tools/checkov/bin/python -m pip install -q checkov==3.3.30 $(PIP_QUIET)
+
+# The chart's tritonserver flags, health/metrics paths and model names come from the package.
+chart-sync: setup
+	$(PY) deploy/chart_sync.py
+
+# Container images (needs Docker; not run by CI, which has none): see docs/kubernetes.md.
+IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' deploy/helm/hyperthumbnail/Chart.yaml)
+image:
+	docker build -f docker/cpu.Dockerfile -t hyperthumbnail/triton-cpu:$(IMAGE_TAG) .
+	docker build -f docker/gpu.Dockerfile -t hyperthumbnail/triton-gpu:$(IMAGE_TAG) .
+
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache .venv-tools
