@@ -15,7 +15,7 @@ $(VENV_STAMP): pyproject.toml
 	@test -x $(PY) || { echo "creating .venv"; python3 -m venv .venv; }
 	@echo "installing hyperthumbnail and its dependencies into .venv (a few minutes the first time)"
 	@$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
-	@$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
+	@$(PY) -m pip install -qq -e ".[dev]" $(PIP_QUIET)  # -qq: errors only (setuptools warns about every flat-layout editable install)
 	@touch $(VENV_STAMP)
 
 # Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
