@@ -5,9 +5,11 @@ from .images import (
     check_size,
     crop_to,
     load_image,
+    load_image_with_metadata,
     pad_to_multiple,
     save_image,
 )
+from .metadata import Metadata, MetadataError
 from .thumbnail import (
     DEFAULT_MAX_HR_PIXELS,
     SUPPORTED_SCALES,
@@ -15,6 +17,7 @@ from .thumbnail import (
     ThumbnailError,
     read_thumbnail,
     thumbnail_size,
+    with_metadata,
     write_thumbnail,
 )
 
@@ -23,14 +26,18 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "SUPPORTED_SCALES",
     "ImageError",
+    "Metadata",
+    "MetadataError",
     "Thumbnail",
     "ThumbnailError",
     "check_size",
     "crop_to",
     "load_image",
+    "load_image_with_metadata",
     "pad_to_multiple",
     "read_thumbnail",
     "save_image",
     "thumbnail_size",
+    "with_metadata",
     "write_thumbnail",
 ]
