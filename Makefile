@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 
-.PHONY: setup system-deps demo test clean
+.PHONY: setup system-deps demo test fuzz fuzz-exif clean
 
 setup: $(VENV_STAMP)
 
@@ -22,6 +22,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -ra
+
+# Coverage-guided fuzzing (atheris), one process on one core, for FUZZ_SECONDS; findings land in
+# build/fuzz/<target>/ and each becomes a regression test in tests/test_fuzz.py (docs/robustness.md).
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	$(PY) -m tests.fuzz.thumbnail_target $(FUZZ_SECONDS)
+
+fuzz-exif: setup
+	$(PY) -m tests.fuzz.exif_target $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -21,6 +21,7 @@ from hyperthumbnail.codec import (
     ThumbnailError,
     load_image_with_metadata,
     read_thumbnail,
+    restore_marker,
     save_image,
     with_metadata,
     write_thumbnail,
@@ -319,3 +320,45 @@ def test_reencoded_thumbnail_stays_refused(save, match):
     Image.open(io.BytesIO(data)).save(buf, "JPEG", **save)
     with pytest.raises(ThumbnailError, match=match):
         read_thumbnail(buf.getvalue(), scale=4, hr_size=(200, 120))
+
+
+def test_restore_marker_gives_back_the_thumbnail(tmp_path, meta):
+    require()
+    thumb = random_thumbnail((1001, 677), 4)
+    thumb.metadata = meta
+    whole = write_thumbnail(thumb)
+    stripped = jpegtran(whole, tmp_path, "-copy", "none")
+    restored = restore_marker(stripped, 4, (1001, 677))
+    assert restored == write_thumbnail(random_thumbnail((1001, 677), 4))  # byte-identical, minus the metadata
+    assert restore_marker(whole, 4, (1001, 677)) == whole  # a complete thumbnail is left alone
+    with pytest.raises(ThumbnailError, match="--size 1001x600"):
+        restore_marker(stripped, 4, (1001, 600))
+
+
+# ----------------------------------------------------------------------------- through the model
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from conftest import served_weights
+    from hyperthumbnail.pipeline import Pipeline
+
+    if served_weights() is not None:
+        pytest.skip("no shipped weights")
+    return Pipeline(runtime="onnx")
+
+
+def test_stripped_thumbnail_decodes_to_the_same_pixels(tmp_path, pipeline):
+    """Acceptance: every APP1-APP15 segment removed, --scale 4 --size WxH: exactly the unstripped pixels."""
+    require()
+    from conftest import photo_like
+
+    whole = pipeline.encode(photo_like(100, 62, seed=3))
+    stripped = jpegtran(whole, tmp_path, "-copy", "none")
+    assert not [c for c, _, _ in segments(stripped) if 0xE1 <= c <= 0xEF]
+    expected = pipeline.decode(whole)
+    assert expected.shape == (62, 100, 3)
+    assert np.array_equal(pipeline.decode(restore_marker(stripped, 4, (100, 62))), expected)
+    # without --size: the thumbnail's 25x16 times 4; the same decoder output, cropped less
+    bigger = pipeline.decode(restore_marker(stripped, 4))
+    assert bigger.shape == (64, 100, 3) and np.array_equal(bigger[:62], expected)

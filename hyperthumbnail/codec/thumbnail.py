@@ -53,6 +53,7 @@ __all__ = [
     "Thumbnail",
     "ThumbnailError",
     "read_thumbnail",
+    "restore_marker",
     "thumbnail_size",
     "with_metadata",
     "write_thumbnail",
@@ -537,3 +538,19 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scal
         hr_size=hr_size,
         metadata=metadata,
     )
+
+
+def restore_marker(data: bytes, scale: int, hr_size: tuple[int, int] | None = None,
+                   max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS) -> bytes:
+    """A stripped thumbnail (no APP15 marker) as a complete one: the same coefficients and tables
+    with the marker and CRC written again, so every decoder path (in-process, SDK, server) takes it
+    and rebuilds exactly the pixels of the unstripped file. A file that still has its marker is
+    returned as it is (after checking `scale`/`hr_size` agree with it). Raises ThumbnailError.
+    """
+    thumb = read_thumbnail(data, max_hr_pixels=max_hr_pixels, scale=scale, hr_size=hr_size)
+    if _parse_marker(_header_segments(bytes(data))[0], max_hr_pixels) is not None:
+        return bytes(data)
+    try:
+        return write_thumbnail(thumb)
+    except ValueError as exc:  # coefficients libjpeg read but baseline Huffman cannot code
+        raise ThumbnailError(f"cannot rebuild the thumbnail: {exc}") from exc
