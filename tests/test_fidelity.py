@@ -362,3 +362,18 @@ def test_stripped_thumbnail_decodes_to_the_same_pixels(tmp_path, pipeline):
     # without --size: the thumbnail's 25x16 times 4; the same decoder output, cropped less
     bigger = pipeline.decode(restore_marker(stripped, 4))
     assert bigger.shape == (64, 100, 3) and np.array_equal(bigger[:62], expected)
+
+
+def test_metadata_sent_with_pixels_is_checked():
+    """What the server does with ICC_PROFILE / EXIF inputs: an RGB profile, EXIF rewritten upright."""
+    from hyperthumbnail.codec.metadata import for_rgb_pixels
+
+    meta = for_rgb_pixels(ADOBE_RGB.read_bytes(), camera_exif(), (48, 64))
+    exif = Image.Exif()
+    exif.load(meta.exif)
+    assert meta.icc_profile == ADOBE_RGB.read_bytes() and exif[ExifTags.Base.Orientation] == 1
+    for icc, exif_bytes, match in [(b"junk", None, "not a valid ICC profile"),
+                                   (CMYK.read_bytes(), None, "the ICC profile is for CMYK data, the pixels are RGB"),
+                                   (None, b"Exif\0\0garbage", "unreadable EXIF data")]:
+        with pytest.raises(MetadataError, match=match):
+            for_rgb_pixels(icc, exif_bytes, (48, 64))

@@ -11,11 +11,12 @@ namespace, APP2 `ICC_PROFILE\\0` split into chunks of at most 65519 bytes (ICC.1
 """
 from __future__ import annotations
 
+import io
 import re
 import struct
 from dataclasses import dataclass, replace
 
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageCms
 
 __all__ = [
     "EXIF_HEADER",
@@ -24,6 +25,8 @@ __all__ = [
     "XMP_HEADER",
     "Metadata",
     "MetadataError",
+    "check_rgb_profile",
+    "for_rgb_pixels",
     "icc_from_chunks",
     "icc_segments",
     "sanitize_exif",
@@ -130,10 +133,37 @@ def sanitize_exif(exif: bytes, size: tuple[int, int] | None = None) -> bytes:
 
 
 def _to_bytes(parsed: Image.Exif) -> bytes:
+    """Pillow's EXIF writer; tags it cannot write (a value of another type than the tag's, as
+    corrupt files have: found by fuzzing) are dropped rather than failing the whole photo."""
     try:
         return parsed.tobytes()
-    except (OSError, ValueError, struct.error, TypeError) as exc:
-        raise MetadataError(f"EXIF data that cannot be rewritten: {exc}") from exc
+    except Exception:  # noqa: BLE001 - Pillow raises AttributeError, TypeError, ... on such tags
+        pass
+    for ifd in [parsed] + [parsed.get_ifd(tag) for tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo,
+                                                            ExifTags.IFD.Interop)]:
+        for tag in [t for t in ifd if t not in _POINTERS]:
+            if not _writable(tag, ifd[tag], ifd is parsed.get_ifd(ExifTags.IFD.GPSInfo)):
+                del ifd[tag]
+    try:
+        return parsed.tobytes()
+    except Exception as exc:  # noqa: BLE001
+        raise MetadataError(f"EXIF data that cannot be rewritten: {type(exc).__name__}: {exc}") from exc
+
+
+_POINTERS = frozenset({ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop})
+
+
+def _writable(tag: int, value: object, gps: bool) -> bool:
+    """Whether Pillow can write this one tag (probed in an IFD of its own)."""
+    from PIL import TiffImagePlugin
+
+    probe = TiffImagePlugin.ImageFileDirectory_v2(group=ExifTags.IFD.GPSInfo if gps else None)
+    try:
+        probe[tag] = value
+        probe.tobytes(8)
+    except Exception:  # noqa: BLE001 - whatever Pillow raises, the tag cannot be carried
+        return False
+    return True
 
 
 def sanitize_xmp(xmp: bytes | str) -> bytes:
@@ -185,3 +215,25 @@ def icc_from_chunks(payloads: list[bytes]) -> bytes | None:
         missing = sorted(set(range(1, count + 1)) - set(chunks))
         raise MetadataError(f"corrupt ICC profile: chunks {missing} of {count} are missing")
     return b"".join(chunks[n] for n in range(1, count + 1))
+
+
+def check_rgb_profile(profile: bytes) -> bytes:
+    """`profile` if LittleCMS reads it as an RGB profile (the thumbnail's pixels are RGB);
+    MetadataError otherwise."""
+    try:
+        space = ImageCms.ImageCmsProfile(io.BytesIO(profile)).profile.xcolor_space
+    except (OSError, ImageCms.PyCMSError, ValueError, TypeError) as exc:
+        raise MetadataError(f"not a valid ICC profile ({exc})") from exc
+    if space != "RGB ":
+        raise MetadataError(f"the ICC profile is for {space.strip()} data, the pixels are RGB")
+    if len(profile) > MAX_ICC_BYTES:
+        raise MetadataError(f"the ICC profile is {len(profile)} bytes, more than the thumbnail carries "
+                            f"({MAX_ICC_BYTES})")
+    return profile
+
+
+def for_rgb_pixels(icc_profile: bytes | None, exif: bytes | None, size: tuple[int, int]) -> Metadata:
+    """Metadata sent with upright RGB pixels of `size` (e.g. to the server), checked and rewritten
+    as `encode` does it for a file: the profile must be RGB, the EXIF gets Orientation 1."""
+    return Metadata(icc_profile=check_rgb_profile(icc_profile) if icc_profile else None,
+                    exif=sanitize_exif(exif, size) if exif else None)
