@@ -20,6 +20,7 @@ from hyperthumbnail.codec import (
     Metadata,
     ThumbnailError,
     load_image_with_metadata,
+    read_metadata,
     read_thumbnail,
     restore_marker,
     save_image,
@@ -200,6 +201,7 @@ def test_thumbnail_carries_metadata_and_opens_everywhere(tmp_path, meta):
     data = write_thumbnail(thumb)
     back = read_thumbnail(data)
     assert back.metadata == meta and np.array_equal(back.coefficients, thumb.coefficients)
+    assert read_metadata(data) == meta
     assert read_thumbnail(with_metadata(data, Metadata())).metadata == Metadata()
     assert with_metadata(plain, meta) == data  # same bytes whichever way the metadata gets in
     codes = [c for c, _, _ in segments(data)]

@@ -52,6 +52,7 @@ __all__ = [
     "SUPPORTED_SCALES",
     "Thumbnail",
     "ThumbnailError",
+    "read_metadata",
     "read_thumbnail",
     "restore_marker",
     "thumbnail_size",
@@ -538,6 +539,12 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scal
         hr_size=hr_size,
         metadata=metadata,
     )
+
+
+def read_metadata(data: bytes) -> Metadata:
+    """The ICC profile, EXIF and XMP in a JPEG's header, without decoding anything else.
+    Raises ThumbnailError if the header is unreadable or the ICC chunks do not add up."""
+    return _metadata(_header_segments(bytes(data))[0])
 
 
 def restore_marker(data: bytes, scale: int, hr_size: tuple[int, int] | None = None,
