@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageCms
+from test_codec import random_thumbnail, segments
 
 from hyperthumbnail.codec import (
     ImageError,
@@ -29,8 +30,6 @@ from hyperthumbnail.codec import (
 )
 from hyperthumbnail.codec.images import SRGB_PROFILE
 from hyperthumbnail.codec.metadata import MAX_ICC_BYTES, MetadataError, icc_from_chunks, icc_segments, sanitize_exif
-
-from test_codec import random_thumbnail, segments
 
 ICC_DIR = Path("/usr/share/color/icc/ghostscript")
 ADOBE_RGB = ICC_DIR / "a98.icc"
@@ -343,6 +342,7 @@ def test_restore_marker_gives_back_the_thumbnail(tmp_path, meta):
 @pytest.fixture(scope="module")
 def pipeline():
     from conftest import served_weights
+
     from hyperthumbnail.pipeline import Pipeline
 
     if served_weights() is not None:

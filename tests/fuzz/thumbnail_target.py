@@ -22,14 +22,20 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["hyperthumbnail.codec", "hyperthumbnail.serving.steps"]):
+with atheris.instrument_imports(include=["hyperthumbnail.codec"]):
     import numpy as np
     from PIL import Image
 
     from hyperthumbnail.codec.images import _save_options
-    from hyperthumbnail.codec.thumbnail import (MISSING_MARKER, ThumbnailError, read_thumbnail, restore_marker,
-                                               thumbnail_size, with_metadata)
-    from hyperthumbnail.serving.steps import StepError, decode_thumbnail
+    from hyperthumbnail.codec.steps import StepError, decode_thumbnail
+    from hyperthumbnail.codec.thumbnail import (
+        MISSING_MARKER,
+        ThumbnailError,
+        read_thumbnail,
+        restore_marker,
+        thumbnail_size,
+        with_metadata,
+    )
 
 from .runner import run
 
