@@ -367,15 +367,18 @@ def test_stripped_thumbnail_decodes_to_the_same_pixels(tmp_path, pipeline):
 
 
 def test_metadata_sent_with_pixels_is_checked():
-    """What the server does with ICC_PROFILE / EXIF inputs: an RGB profile, EXIF rewritten upright."""
-    from hyperthumbnail.codec.metadata import for_rgb_pixels
+    """What the served jpeg_encode does with ICC_PROFILE / EXIF inputs: an RGB profile, EXIF rewritten upright."""
+    from hyperthumbnail.codec.steps import StepError, attach_metadata
 
-    meta = for_rgb_pixels(ADOBE_RGB.read_bytes(), camera_exif(), (48, 64))
+    plain = write_thumbnail(random_thumbnail((48, 64), 4))
+    data = attach_metadata(plain, ADOBE_RGB.read_bytes(), camera_exif(), (48, 64))
+    meta = read_thumbnail(data).metadata
     exif = Image.Exif()
     exif.load(meta.exif)
     assert meta.icc_profile == ADOBE_RGB.read_bytes() and exif[ExifTags.Base.Orientation] == 1
-    for icc, exif_bytes, match in [(b"junk", None, "not a valid ICC profile"),
-                                   (CMYK.read_bytes(), None, "the ICC profile is for CMYK data, the pixels are RGB"),
-                                   (None, b"Exif\0\0garbage", "unreadable EXIF data")]:
-        with pytest.raises(MetadataError, match=match):
-            for_rgb_pixels(icc, exif_bytes, (48, 64))
+    assert attach_metadata(plain, None, None, (48, 64)) == plain
+    for icc, exif_bytes, match in [(b"junk", None, "ICC_PROFILE: not a valid ICC profile"),
+                                   (CMYK.read_bytes(), None, "ICC_PROFILE: the ICC profile is for CMYK data, the pixels are RGB"),
+                                   (None, b"Exif\0\0garbage", "EXIF: unreadable EXIF data")]:
+        with pytest.raises(StepError, match=match):
+            attach_metadata(plain, icc, exif_bytes, (48, 64))

@@ -26,7 +26,6 @@ __all__ = [
     "Metadata",
     "MetadataError",
     "check_rgb_profile",
-    "for_rgb_pixels",
     "icc_from_chunks",
     "icc_segments",
     "sanitize_exif",
@@ -230,10 +229,3 @@ def check_rgb_profile(profile: bytes) -> bytes:
         raise MetadataError(f"the ICC profile is {len(profile)} bytes, more than the thumbnail carries "
                             f"({MAX_ICC_BYTES})")
     return profile
-
-
-def for_rgb_pixels(icc_profile: bytes | None, exif: bytes | None, size: tuple[int, int]) -> Metadata:
-    """Metadata sent with upright RGB pixels of `size` (e.g. to the server), checked and rewritten
-    as `encode` does it for a file: the profile must be RGB, the EXIF gets Orientation 1."""
-    return Metadata(icc_profile=check_rgb_profile(icc_profile) if icc_profile else None,
-                    exif=sanitize_exif(exif, size) if exif else None)
