@@ -382,3 +382,172 @@ def test_metadata_sent_with_pixels_is_checked():
                                    (None, b"Exif\0\0garbage", "EXIF: unreadable EXIF data")]:
         with pytest.raises(StepError, match=match):
             attach_metadata(plain, icc, exif_bytes, (48, 64))
+
+
+# ----------------------------------------------------------------------------- the CLI (in-process, and --url)
+
+
+def camera_photo(path: Path) -> tuple[bytes, Path]:
+    """A phone-like JPEG: 100x62 stored, EXIF Orientation 6 (upright 62x100), Adobe RGB, Make, GPS, XMP."""
+    from conftest import photo_like
+
+    profile = ADOBE_RGB.read_bytes()
+    Image.fromarray(photo_like(100, 62, seed=5)).save(path, "JPEG", quality=95, icc_profile=profile,
+                                                       exif=camera_exif(), xmp=XMP)
+    return profile, path
+
+
+def cli(capsys, *argv: str) -> str:
+    from hyperthumbnail.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def cli_error(capsys, *argv: str) -> str:
+    from hyperthumbnail.cli import main
+
+    code = main([str(a) for a in argv])
+    _, err = capsys.readouterr()
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def check_acceptance(thumb: Path, restored: Path, profile: bytes) -> None:
+    """The thumbnail: upright size, identical profile, Make, Orientation 1, opens everywhere; the PNG:
+    identical profile and the Make."""
+    check_with_tools(thumb)
+    with Image.open(thumb) as im:
+        assert im.size == (16, 25)  # ceil(62/4) x ceil(100/4): the upright photo's thumbnail
+        assert im.info["icc_profile"] == profile
+        exif = im.getexif()
+        assert exif[ExifTags.Base.Make] == "HyperCam" and exif[ExifTags.Base.Orientation] == 1
+        assert ExifTags.IFD.GPSInfo in exif and im.info["xmp"].count(b'tiff:Orientation="1"') == 1
+    with Image.open(restored) as im:
+        im.load()
+        assert im.size == (62, 100) and im.info["icc_profile"] == profile
+        assert im.getexif()[ExifTags.Base.Make] == "HyperCam"
+    assert b"iCCP" in restored.read_bytes() and b"eXIf" in restored.read_bytes()
+
+
+def test_cli_acceptance_in_process(capsys, tmp_path, pipeline):
+    require(ADOBE_RGB)
+    profile, photo_path = camera_photo(tmp_path / "IMG_0001.jpg")
+    thumb, restored = tmp_path / "t.jpg", tmp_path / "r.png"
+    cli(capsys, "encode", photo_path, "-o", thumb)
+    cli(capsys, "decode", thumb, "-o", restored)
+    check_acceptance(thumb, restored, profile)
+    # the same pixels as without metadata: it only rides along
+    assert np.array_equal(pipeline.decode(thumb.read_bytes()), np.asarray(Image.open(restored)))
+
+
+def test_cli_strip_options(capsys, tmp_path):
+    require(ADOBE_RGB)
+    _, photo_path = camera_photo(tmp_path / "IMG_0002.jpg")
+    cli(capsys, "encode", photo_path, "-o", tmp_path / "nogps.jpg", "--strip-gps")
+    with Image.open(tmp_path / "nogps.jpg") as im:
+        assert ExifTags.IFD.GPSInfo not in im.getexif() and b"GPS" not in im.info["xmp"]
+        assert im.getexif()[ExifTags.Base.Make] == "HyperCam"
+    cli(capsys, "encode", photo_path, "-o", tmp_path / "bare.jpg", "--strip-metadata")
+    with Image.open(tmp_path / "bare.jpg") as im:
+        assert im.size == (16, 25) and not {"icc_profile", "exif", "xmp"} & set(im.info)
+    assert not [c for c, _, _ in segments((tmp_path / "bare.jpg").read_bytes()) if c in (0xE1, 0xE2)]
+
+
+def test_cli_stripped_thumbnail(capsys, tmp_path, pipeline):
+    """Acceptance: every APP1-APP15 segment removed; `decode --scale 4 --size WxH` gives exactly the
+    pixels of the unstripped decode; without the flags the refusal names them."""
+    require()
+    from conftest import photo_like
+
+    Image.fromarray(photo_like(90, 70, seed=9)).save(tmp_path / "p.png")
+    whole, stripped = tmp_path / "t.jpg", tmp_path / "s.jpg"
+    cli(capsys, "encode", tmp_path / "p.png", "-o", whole)
+    subprocess.run(["jpegtran", "-copy", "none", "-outfile", str(stripped), str(whole)], check=True)
+    assert not [c for c, _, _ in segments(stripped.read_bytes()) if 0xE1 <= c <= 0xEF]
+    err = cli_error(capsys, "decode", stripped, "-o", tmp_path / "x.png")
+    assert "marker is missing" in err and "--scale 4" in err and "--size WxH" in err
+    cli(capsys, "decode", whole, "-o", tmp_path / "whole.png")
+    cli(capsys, "decode", stripped, "-o", tmp_path / "stripped.png", "--scale", "4", "--size", "90x70")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "stripped.png")), np.asarray(Image.open(tmp_path / "whole.png")))
+    cli(capsys, "decode", stripped, "-o", tmp_path / "big.png", "--scale", "4")
+    assert Image.open(tmp_path / "big.png").size == (92, 72)  # 23x18 thumbnail x 4
+    err = cli_error(capsys, "decode", stripped, "-o", tmp_path / "x.png", "--scale", "4", "--size", "100x70")
+    assert "--size 100x70 at --scale 4 means a 25x18 thumbnail, but this JPEG is 23x18" in err
+    assert "--size needs --scale" in cli_error(capsys, "decode", stripped, "-o", tmp_path / "x.png", "--size", "90x70")
+    # re-encoded (pixels decoded and saved again by an optimiser): refused with the reason
+    Image.open(whole).save(tmp_path / "re.jpg", quality=80, subsampling=0)
+    err = cli_error(capsys, "decode", tmp_path / "re.jpg", "-o", tmp_path / "x.png", "--scale", "4")
+    assert "standard quality-80 tables: this JPEG was re-encoded" in err
+
+
+@pytest.mark.server
+def test_served_ensembles_carry_metadata(triton_server, tmp_path):
+    """Raw tritonclient: ICC_PROFILE/EXIF into hyperthumbnail_encode come back inside the thumbnail
+    (byte-identical to in-process encode + attach); hyperthumbnail_decode returns them; requests
+    without them are unchanged; a bad profile is that request's 400."""
+    import tritonclient.http as httpclient
+    from conftest import photo_like
+    from tritonclient.utils import InferenceServerException
+
+    from hyperthumbnail.codec.steps import attach_metadata
+
+    require(ADOBE_RGB, CMYK)
+    profile = ADOBE_RGB.read_bytes()
+    image = photo_like(64, 48, seed=2)[None]
+    client = httpclient.InferenceServerClient(triton_server.http_url.removeprefix("http://"))
+
+    def encode(**extra: bytes) -> bytes:
+        inputs = [httpclient.InferInput("IMAGE", list(image.shape), "UINT8")]
+        inputs[0].set_data_from_numpy(image)
+        for name, value in extra.items():
+            inputs.append(httpclient.InferInput(name, [1, 1], "BYTES"))
+            inputs[-1].set_data_from_numpy(np.array([[value]], dtype=np.object_))
+        return bytes(client.infer("hyperthumbnail_encode", inputs).as_numpy("THUMBNAIL")[0, 0])
+
+    plain = encode()
+    served = encode(ICC_PROFILE=profile, EXIF=camera_exif())
+    assert served == attach_metadata(plain, profile, camera_exif(), (64, 48))
+    meta = read_metadata(served)
+    assert meta.icc_profile == profile and b"HyperCam" in meta.exif
+    assert read_metadata(encode(ICC_PROFILE=profile)) == Metadata(icc_profile=profile)
+    with pytest.raises(InferenceServerException, match="ICC_PROFILE: the ICC profile is for CMYK data"):
+        encode(ICC_PROFILE=CMYK.read_bytes())
+
+    def decode(data: bytes, *outputs: str):
+        inp = httpclient.InferInput("THUMBNAIL", [1, 1], "BYTES")
+        inp.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+        requested = [httpclient.InferRequestedOutput(n) for n in outputs] or None
+        return client.infer("hyperthumbnail_decode", [inp], outputs=requested)
+
+    result = decode(served)
+    assert bytes(result.as_numpy("ICC_PROFILE")[0, 0]) == profile
+    assert bytes(result.as_numpy("EXIF")[0, 0]) == meta.exif
+    assert np.array_equal(result.as_numpy("IMAGE"), decode(plain).as_numpy("IMAGE"))
+    assert bytes(decode(plain).as_numpy("ICC_PROFILE")[0, 0]) == b""
+    only_image = decode(served, "IMAGE")  # the existing interface: IMAGE only
+    assert only_image.as_numpy("ICC_PROFILE") is None and only_image.as_numpy("IMAGE").shape == (1, 48, 64, 3)
+    client.close()
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_cli_acceptance_through_the_server(capsys, tmp_path, triton_server, protocol, pipeline):
+    """--url: the CLI sends the photo's ICC/EXIF to the server and writes what the server returns."""
+    require(ADOBE_RGB)
+    url = (triton_server.http_url if protocol == "http" else triton_server.grpc_url).split("://")[-1]
+    profile, photo_path = camera_photo(tmp_path / "IMG_0003.jpg")
+    thumb, restored = tmp_path / "t.jpg", tmp_path / "r.png"
+    cli(capsys, "encode", photo_path, "-o", thumb, "--url", url, "--protocol", protocol)
+    cli(capsys, "decode", thumb, "-o", restored, "--url", url, "--protocol", protocol)
+    check_acceptance(thumb, restored, profile)
+    cli(capsys, "encode", photo_path, "-o", tmp_path / "local.jpg")
+    assert thumb.read_bytes() == (tmp_path / "local.jpg").read_bytes()  # served == in-process, metadata included
+    # stripped, through the server: the SDK writes the marker again before sending
+    stripped = tmp_path / "s.jpg"
+    subprocess.run(["jpegtran", "-copy", "none", "-outfile", str(stripped), str(thumb)], check=True)
+    cli(capsys, "decode", stripped, "-o", tmp_path / "s.png", "--scale", "4", "--size", "62x100", "--url", url,
+        "--protocol", protocol)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png")), np.asarray(Image.open(restored)))
