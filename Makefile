@@ -6,7 +6,7 @@ VENV_STAMP := .venv/.installed
 PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 SHELL := /bin/bash
 
-.PHONY: setup system-deps demo lint test clean checkov chart-sync image
+.PHONY: setup system-deps demo lint test clean checkov chart-sync image fuzz fuzz-exif
 
 setup: $(VENV_STAMP)
 
@@ -50,6 +50,15 @@ IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' deploy/helm/hyperthu
 image:
 	docker build -f docker/cpu.Dockerfile -t hyperthumbnail/triton-cpu:$(IMAGE_TAG) .
 	docker build -f docker/gpu.Dockerfile -t hyperthumbnail/triton-gpu:$(IMAGE_TAG) .
+
+# Coverage-guided fuzzing (atheris), one process on one core, for FUZZ_SECONDS; findings land in
+# build/fuzz/<target>/ and each becomes a regression test in tests/test_fuzz.py (docs/robustness.md).
+FUZZ_SECONDS ?= 600
+fuzz: setup
+	$(PY) -m tests.fuzz.thumbnail_target $(FUZZ_SECONDS)
+
+fuzz-exif: setup
+	$(PY) -m tests.fuzz.exif_target $(FUZZ_SECONDS)
 
 clean:
 	rm -rf build .pytest_cache .venv-tools

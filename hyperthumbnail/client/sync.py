@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..codec.metadata import Metadata
 from ..interface import ENSEMBLES, MAX_BATCH
 from .errors import TRANSLATED, ServerUnavailableError, translate
 from .options import ClientOptions, Protocol, ShmMode
@@ -24,6 +25,7 @@ from .requests import (
     hr_size,
     region_in_use,
     scatter,
+    stripped,
 )
 
 __all__ = ["HyperThumbnailClient"]
@@ -55,9 +57,17 @@ class HyperThumbnailClient:
             self.triton = module.InferenceServerClient(self.options.url, verbose=verbose)
 
     # ----------------------------------------------------------------- single images
-    def encode(self, image: np.ndarray, table_scale: float | None = None) -> bytes:
-        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
-        return self.encode_batch([image], table_scale)[0]
+    def encode(self, image: np.ndarray, table_scale: float | None = None, metadata: Metadata | None = None
+               ) -> bytes:
+        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file).
+
+        `metadata` (e.g. from `load_image_with_metadata`): its ICC profile and EXIF go to the server
+        (ICC_PROFILE / EXIF inputs) and come back inside the thumbnail, its XMP is added here."""
+        if metadata is None:
+            return (self.encode_batch([image], table_scale))[0]
+        batch = check_image(image)[None]
+        return (self._run(encode_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
+                                                table_scale, metadata)))[0]
 
     def encode_at_bpp(self, image: np.ndarray, target_bpp: float, tolerance: float | None = None
                       ) -> tuple[bytes, float, float]:
@@ -69,10 +79,23 @@ class HyperThumbnailClient:
         return self._run(encode_at_bpp_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
                                                target_bpp, tolerance))[0]
 
-    def decode(self, jpeg: bytes) -> np.ndarray:
-        """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size."""
+    def decode(self, jpeg: bytes, scale: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size.
+
+        `scale` (and `size`, the original (width, height); default: the thumbnail size times the
+        scale) decode a thumbnail whose APP segments were stripped: its marker is written again here."""
+        jpeg = stripped(jpeg, scale, size)
         size = hr_size(jpeg) if self.options.use_shm else None  # only shm needs the output size
-        return self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size))[0]
+        return (self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size)))[0]
+
+    def decode_with_metadata(self, jpeg: bytes, scale: int | None = None, size: tuple[int, int] | None = None
+                             ) -> tuple[np.ndarray, Metadata]:
+        """As `decode`, plus the photo's metadata: ICC profile and EXIF from the server (the ICC_PROFILE /
+        EXIF outputs), XMP from the file; `save_image(image, path, metadata)` writes them."""
+        jpeg = stripped(jpeg, scale, size)
+        size = hr_size(jpeg) if self.options.use_shm else None
+        return (self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size,
+                                                metadata=True)))[0]
 
     # ----------------------------------------------------------------- batches
     def encode_batch(self, images: Sequence[np.ndarray], table_scale: float | None = None) -> list[bytes]:
