@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .object_store import is_remote
+
 __all__ = [
     "TritonServer",
     "TritonServerError",
@@ -233,6 +235,8 @@ def failure_reasons(log_lines: Iterable[str]) -> list[str]:
 class TritonServer:
     """One tritonserver process serving a model repository; use as a context manager.
 
+    `model_repository` is a local directory or an object-storage URI (`s3://...`, see object_store).
+
     >>> with TritonServer("build/model_repository", http_port=8000) as server:
     ...     print(server.http_url)
     """
@@ -254,7 +258,9 @@ class TritonServer:
         exit_timeout: int = 10,
         max_log_lines: int = 20000,
     ):
-        self.model_repository = Path(model_repository).resolve()
+        # A local directory, or a URI tritonserver reads itself (s3://, gs://, as://).
+        self.model_repository: Path | str = (str(model_repository) if is_remote(model_repository)
+                                             else Path(model_repository).resolve())
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.extra_args = list(extra_args)
@@ -330,7 +336,7 @@ class TritonServer:
         """Start the process and block until every model is ready (or raise with the reason)."""
         if self.is_running():
             raise TritonServerError("server already running")
-        if not self.model_repository.is_dir():
+        if isinstance(self.model_repository, Path) and not self.model_repository.is_dir():
             raise TritonServerError(f"model repository {self.model_repository} does not exist")
         self._check_ports()
         if self.runtime is None:
