@@ -103,13 +103,25 @@ def _raise_for(exc: Exception, location: S3Location) -> None:
                                "AWS_SECRET_ACCESS_KEY (tritonserver reads the same variables)") from exc
     if name == "EndpointConnectionError":
         raise ObjectStoreError(f"{location.uri}: cannot reach the S3 endpoint: {exc}") from exc
-    if name == "ClientError":
+    if name in ("ClientError", "S3UploadFailedError"):
         code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
         if code in ("NoSuchBucket", "404"):
             raise ObjectStoreError(f"{location.uri}: bucket {location.bucket!r} does not exist (create it, "
                                    "or pass --create-bucket)") from exc
         raise ObjectStoreError(f"{location.uri}: S3 refused the upload: {exc}") from exc
     raise exc
+
+
+def _ensure_bucket(s3, location: S3Location, create: bool) -> None:
+    try:
+        s3.head_bucket(Bucket=location.bucket)
+        return
+    except Exception as exc:  # botocore ClientError: 404 means missing, anything else is real
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("404", "NoSuchBucket") or not create:
+            raise
+    region = s3.meta.region_name
+    kwargs = {} if region in (None, "us-east-1") else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    s3.create_bucket(Bucket=location.bucket, **kwargs)
 
 
 def publish(repository: str | Path, uri: str, *, create_bucket: bool = False,
@@ -125,16 +137,7 @@ def publish(repository: str | Path, uri: str, *, create_bucket: bool = False,
     s3 = _client(location)
     prefix = f"{location.prefix}/" if location.prefix else ""
     try:
-        if create_bucket:
-            try:
-                s3.head_bucket(Bucket=location.bucket)
-            except Exception as exc:  # botocore ClientError 404: create it
-                if getattr(exc, "response", {}).get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
-                    raise
-                region = s3.meta.region_name
-                kwargs = {} if region in (None, "us-east-1") else {
-                    "CreateBucketConfiguration": {"LocationConstraint": region}}
-                s3.create_bucket(Bucket=location.bucket, **kwargs)
+        _ensure_bucket(s3, location, create_bucket)
         wanted = _files(repository)
         for path, key in wanted:
             if path is None:

@@ -1,0 +1,267 @@
+"""Scale-out with real processes: a model repository on a local S3 server (moto), two tritonserver
+replicas behind nginx, a replica killed under load, and the admin APIs closed without the key.
+
+One replica set (from s3://, with an admin key) serves the whole module: starting replicas is
+the expensive part on 2 cores. The test that kills a replica runs last.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+tritonclient_http = pytest.importorskip("tritonclient.http")
+tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
+pytest.importorskip("boto3")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from conftest import photo_like, served_weights  # noqa: E402
+from hyperthumbnail.client import HyperThumbnailClient  # noqa: E402
+from hyperthumbnail.serving import nginx as nginx_module  # noqa: E402
+from hyperthumbnail.serving.access import ADMIN_HEADER, GRPC_ADMIN_HEADER, generate_admin_key  # noqa: E402
+from hyperthumbnail.serving.object_store import (EMPTY_DIR_MARKER, ObjectStoreError, list_keys, parse_s3,  # noqa: E402
+                                                 publish)
+from hyperthumbnail.serving.replicas import ReplicaSet  # noqa: E402
+from hyperthumbnail.serving.tritonserver import free_port  # noqa: E402
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def _moto_server_binary() -> str:
+    path = Path(sys.executable).parent / "moto_server"
+    if not path.exists():
+        pytest.skip("moto[server] is not installed (make setup installs it)")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """A real local S3 endpoint (moto_server) and AWS credentials in the environment, as a user sets them."""
+    port = free_port()
+    saved = {key: os.environ.get(key) for key in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    proc = subprocess.Popen([_moto_server_binary(), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def published(s3_endpoint, served_repository) -> str:
+    return publish(served_repository, f"s3://{s3_endpoint}/models/hyperthumbnail/v1", create_bucket=True)
+
+
+@pytest.fixture(scope="module")
+def admin_key() -> str:
+    return generate_admin_key()
+
+
+@pytest.fixture(scope="module")
+def replica_set(published, admin_key):
+    log: list[str] = []
+    replicas = ReplicaSet(published, 2, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                          admin_key=admin_key, log_callback=log.append, restart_backoff_s=(1,))
+    replicas.log_lines = log
+    started = time.monotonic()
+    replicas.start()
+    print(f"2 replicas from {published} ready in {time.monotonic() - started:.1f} s")
+    yield replicas
+    pids = [r.server._process.pid for r in replicas.replicas]
+    prefixes = [r.server._shm_prefix for r in replicas.replicas]
+    replicas.stop()
+    for pid in pids:  # nothing left running: no server, no stub of its process group
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+    assert not [p for p in os.listdir("/dev/shm") if p.startswith(tuple(prefixes))]
+    assert not any(r.localized and any(p.exists() for p in r.localized) for r in replicas.replicas)
+
+
+def encode_successes(replica) -> int:
+    text = urllib.request.urlopen(replica.server.metrics_url, timeout=5).read().decode()
+    m = re.search(r'^nv_inference_request_success\{model="hyperthumbnail_encode",version="1"\} (\d+)', text, re.M)
+    return int(m.group(1)) if m else 0
+
+
+# ----------------------------------------------------------------------------- object storage
+
+
+def test_parse_s3_uris():
+    assert parse_s3("s3://bucket/a/b/").uri == "s3://bucket/a/b"
+    loc = parse_s3("s3://http://127.0.0.1:9000/bucket/models")
+    assert (loc.endpoint, loc.bucket, loc.prefix) == ("http://127.0.0.1:9000", "bucket", "models")
+    for bad, reason in [("bucket/x", "expected s3://"), ("s3://http://host:9000", "needs a bucket"),
+                        ("s3://B_ad/x", "not a valid S3 bucket"), ("gs://bucket/x", "tritonserver reads gs://")]:
+        with pytest.raises(ObjectStoreError, match=reason):
+            parse_s3(bad)
+
+
+def test_publish_gives_every_version_folder_a_file(published, served_repository):
+    keys = set(list_keys(published))
+    for ensemble in ("hyperthumbnail_encode", "hyperthumbnail_decode"):
+        assert not any((served_repository / ensemble / "1").iterdir())  # empty locally ...
+        assert f"{ensemble}/1/{EMPTY_DIR_MARKER}" in keys               # ... but present in the bucket
+    assert "encoder/1/model.onnx" in keys and not any("__pycache__" in k for k in keys)
+
+
+def test_publish_to_missing_bucket_is_a_clear_error(s3_endpoint, served_repository):
+    with pytest.raises(ObjectStoreError, match="bucket 'no-such-bucket' does not exist"):
+        publish(served_repository, f"s3://{s3_endpoint}/no-such-bucket/x")
+
+
+# ----------------------------------------------------------------------------- replicas behind nginx
+
+
+def test_served_from_s3_bytes_equal_in_process_cli(replica_set, tmp_path):
+    from PIL import Image
+
+    from hyperthumbnail.cli import main
+
+    assert served_weights() is None, "the served repository must use the shipped weights, like the CLI"
+    image = photo_like(96, 64, seed=5)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    assert main(["encode", str(tmp_path / "photo.png"), "-o", str(tmp_path / "in_process.jpg")]) == 0
+    expected = (tmp_path / "in_process.jpg").read_bytes()
+    for protocol, url in (("http", replica_set.http_url), ("grpc", replica_set.grpc_url)):
+        with HyperThumbnailClient(url, protocol=protocol) as client:
+            assert client.encode(image) == expected
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_both_replicas_receive_requests_from_one_connection(replica_set, protocol):
+    """One client (one keep-alive HTTP connection, one gRPC channel) is still spread per request."""
+    before = [encode_successes(r) for r in replica_set.replicas]
+    image = photo_like(64, 48, seed=1)
+    url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
+    with HyperThumbnailClient(url, protocol=protocol) as client:
+        outputs = {client.encode(image) for _ in range(8)}
+    assert len(outputs) == 1  # identical bytes from either replica
+    served = [encode_successes(r) - b for r, b in zip(replica_set.replicas, before)]
+    assert sum(served) == 8 and min(served) >= 2, served
+
+
+# ----------------------------------------------------------------------------- restricted admin APIs
+
+
+def _http_status(url: str, path: str, method: str = "GET", headers: dict | None = None) -> int:
+    request = urllib.request.Request(f"http://{url}{path}", method=method, headers=headers or {},
+                                     data=b"{}" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_admin_apis_refused_without_key_over_http(replica_set, admin_key):
+    url = replica_set.http_url
+    client = tritonclient_http.InferenceServerClient(url)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.register_system_shared_memory("probe", "/probe", 64)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.load_model("preprocess")
+    assert _http_status(url, "/v2/logging") == 403 and _http_status(url, "/v2/trace/setting") == 403
+    # open: health, metadata, statistics, inference
+    assert client.is_server_ready() and client.get_model_metadata("hyperthumbnail_encode")
+    assert client.get_inference_statistics("hyperthumbnail_encode")
+    # with the key (nginx passes the header through)
+    assert client.get_system_shared_memory_status(headers={ADMIN_HEADER: admin_key}) == []
+    assert _http_status(url, "/v2/logging", headers={ADMIN_HEADER: admin_key}) == 200
+    assert _http_status(url, "/v2/logging", headers={ADMIN_HEADER: "wrong" + admin_key}) == 403
+    client.close()
+
+
+def test_admin_apis_refused_without_key_over_grpc(replica_set, admin_key):
+    client = tritonclient_grpc.InferenceServerClient(replica_set.grpc_url)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.register_system_shared_memory("probe", "/probe", 64)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.load_model("preprocess")
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.get_model_repository_index(headers={ADMIN_HEADER: admin_key})  # gRPC needs Triton's prefixed key
+    assert client.is_server_ready() and client.get_model_metadata("hyperthumbnail_encode")
+    index = client.get_model_repository_index(headers={GRPC_ADMIN_HEADER: admin_key})
+    assert "hyperthumbnail_encode" in {m.name for m in index.models}
+    client.close()
+
+
+# ----------------------------------------------------------------------------- nginx missing
+
+
+def test_missing_nginx_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(nginx_module, "_SEARCH_DIRS", (str(tmp_path),))
+    with pytest.raises(nginx_module.NginxError, match="apt-get install nginx-light"):
+        ReplicaSet("unused", 2).start()
+
+
+# ----------------------------------------------------------------------------- a replica dies under load (last)
+
+
+def test_killing_a_replica_under_load_loses_no_request(replica_set):
+    image = photo_like(64, 48, seed=2)
+    with HyperThumbnailClient(replica_set.http_url) as client:
+        expected = client.encode(image)
+    victim = replica_set.replicas[0]
+    restarts = victim.restarts
+    local = threading.local()
+    done, failures, mismatches = [0], [], [0]
+    killed = threading.Event()
+
+    def one(_):
+        client = getattr(local, "client", None) or HyperThumbnailClient(replica_set.http_url, timeout_s=60)
+        local.client = client
+        try:
+            if client.encode(image) != expected:
+                mismatches[0] += 1
+        except Exception as exc:  # noqa: BLE001 - every failure counts
+            failures.append(f"{type(exc).__name__}: {exc}")
+        done[0] += 1
+        if done[0] == 40 and not killed.is_set():
+            killed.set()
+            os.kill(victim.server._process.pid, signal.SIGKILL)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, range(160)))
+    assert killed.is_set()
+    assert failures == [] and mismatches == [0]
+    deadline = time.monotonic() + 120
+    while victim.restarts == restarts:
+        assert time.monotonic() < deadline, f"replica not restarted within 2 minutes: {replica_set.events}"
+        time.sleep(0.5)
+    # back in rotation: nginx retries it after fail_timeout; it serves requests again
+    deadline = time.monotonic() + 30
+    with HyperThumbnailClient(replica_set.http_url) as client:
+        while encode_successes(victim) == 0:
+            assert time.monotonic() < deadline, "the restarted replica gets no requests"
+            assert client.encode(image) == expected
+            time.sleep(0.2)
+    assert any("exited with code -9" in e for e in replica_set.events), replica_set.events
