@@ -9,7 +9,7 @@ import importlib
 import sys
 
 # Subcommand modules (hyperthumbnail.cli.<name>), in the order `--help` lists them.
-SUBCOMMANDS = ["encode", "decode", "serve", "export", "train", "perf", "bench"]
+SUBCOMMANDS = ["encode", "decode", "serve", "repository", "export", "train", "perf", "bench"]
 
 
 class CLIError(Exception):

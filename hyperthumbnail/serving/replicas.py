@@ -199,8 +199,7 @@ class ReplicaSet:
             self.balancer.stop()
         deadline = time.monotonic() + 120
         while True:
-            for replica in self.replicas:  # also interrupts a restart in progress (its start() sees the exit)
-                replica.server.stop()
+            self._stop_servers()  # also interrupts a restart in progress (its start() sees the exit)
             if self._supervisor is None or time.monotonic() > deadline:
                 break
             self._supervisor.join(timeout=1.0)
@@ -208,6 +207,14 @@ class ReplicaSet:
                 break
         for replica in self.replicas:
             self._clean_up_after(replica)
+
+    def _stop_servers(self) -> None:
+        """Stop every replica at once: each drains its in-flight requests for up to its exit timeout."""
+        threads = [threading.Thread(target=r.server.stop) for r in self.replicas]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def is_running(self) -> bool:
         return self.balancer is not None and self.balancer.is_running()
