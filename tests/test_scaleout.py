@@ -26,7 +26,7 @@ pytest.importorskip("boto3")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from conftest import photo_like, served_weights  # noqa: E402
-from hyperthumbnail.client import HyperThumbnailClient  # noqa: E402
+from hyperthumbnail.client import AccessDeniedError, AsyncHyperThumbnailClient, HyperThumbnailClient  # noqa: E402
 from hyperthumbnail.serving import nginx as nginx_module  # noqa: E402
 from hyperthumbnail.serving.access import ADMIN_HEADER, GRPC_ADMIN_HEADER, generate_admin_key  # noqa: E402
 from hyperthumbnail.serving.object_store import (EMPTY_DIR_MARKER, ObjectStoreError, list_keys, parse_s3,  # noqa: E402
@@ -213,6 +213,58 @@ def test_admin_apis_refused_without_key_over_grpc(replica_set, admin_key):
     client.close()
 
 
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sdk_shared_memory_needs_the_admin_key(replica_set, admin_key, protocol, monkeypatch):
+    monkeypatch.delenv("HYPERTHUMBNAIL_ADMIN_KEY", raising=False)
+    image = photo_like(64, 48, seed=4)
+    url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
+    with HyperThumbnailClient(url, protocol=protocol) as client:
+        expected = client.encode(image)
+    with HyperThumbnailClient(url, protocol=protocol, use_shm=True) as client:
+        with pytest.raises(AccessDeniedError, match="admin key"):
+            client.encode(image)
+    with HyperThumbnailClient(url, protocol=protocol, use_shm=True, admin_key=admin_key) as client:
+        assert client.encode(image) == expected
+        assert client.decode(expected).shape == (48, 64, 3)
+    monkeypatch.setenv("HYPERTHUMBNAIL_ADMIN_KEY", admin_key)  # what `perf --shm` and scripts use
+    with HyperThumbnailClient(url, protocol=protocol, use_shm=True) as client:
+        assert client.encode(image) == expected
+
+
+# ----------------------------------------------------------------------------- client-side round robin
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_client_round_robin_over_replicas_skips_a_dead_server(replica_set, protocol):
+    """Several urls: requests alternate over the servers; a server that is down is skipped (retry
+    on the next one) and costs no failed request."""
+    urls = [r.server.http_url if protocol == "http" else r.server.grpc_url for r in replica_set.replicas]
+    image = photo_like(64, 48, seed=6)
+    before = [encode_successes(r) for r in replica_set.replicas]
+    with HyperThumbnailClient(urls, protocol=protocol) as client:
+        outputs = {client.encode(image) for _ in range(6)}
+    assert len(outputs) == 1
+    assert [encode_successes(r) - b for r, b in zip(replica_set.replicas, before)] == [3, 3]
+    dead = f"127.0.0.1:{free_port()}"  # nobody listens there
+    with HyperThumbnailClient([dead, urls[0]], protocol=protocol) as client:
+        assert {client.encode(image) for _ in range(4)} == outputs
+
+
+def test_async_client_round_robin(replica_set):
+    import asyncio
+
+    urls = [r.server.http_url for r in replica_set.replicas]
+    image = photo_like(64, 48, seed=7)
+    before = [encode_successes(r) for r in replica_set.replicas]
+
+    async def main():
+        async with AsyncHyperThumbnailClient([f"127.0.0.1:{free_port()}"] + urls, retries=2) as client:
+            return await asyncio.gather(*(client.encode(image) for _ in range(6)))
+
+    assert len(set(asyncio.run(main()))) == 1
+    assert all(encode_successes(r) > b for r, b in zip(replica_set.replicas, before))
+
+
 # ----------------------------------------------------------------------------- nginx missing
 
 
@@ -226,9 +278,13 @@ def test_missing_nginx_says_how_to_install_it(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------- a replica dies under load (last)
 
 
-def test_killing_a_replica_under_load_loses_no_request(replica_set):
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_killing_a_replica_under_load_loses_no_request(replica_set, protocol):
+    """HTTP: nginx resends the requests in flight on the dead replica. gRPC: nginx cannot (it never
+    buffers a gRPC request body), the calls in flight end UNAVAILABLE and the SDK resends them."""
     image = photo_like(64, 48, seed=2)
-    with HyperThumbnailClient(replica_set.http_url) as client:
+    url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
+    with HyperThumbnailClient(url, protocol=protocol) as client:
         expected = client.encode(image)
     victim = replica_set.replicas[0]
     restarts = victim.restarts
@@ -237,7 +293,9 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set):
     killed = threading.Event()
 
     def one(_):
-        client = getattr(local, "client", None) or HyperThumbnailClient(replica_set.http_url, timeout_s=60)
+        # HTTP without SDK retries: nginx alone must resend the requests of the dead replica.
+        client = getattr(local, "client", None) or HyperThumbnailClient(
+            url, protocol=protocol, timeout_s=60, retries=0 if protocol == "http" else None)
         local.client = client
         try:
             if client.encode(image) != expected:
@@ -259,9 +317,9 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set):
         time.sleep(0.5)
     # back in rotation: nginx retries it after fail_timeout; it serves requests again
     deadline = time.monotonic() + 30
-    with HyperThumbnailClient(replica_set.http_url) as client:
+    with HyperThumbnailClient(url, protocol=protocol) as client:
         while encode_successes(victim) == 0:
             assert time.monotonic() < deadline, "the restarted replica gets no requests"
             assert client.encode(image) == expected
             time.sleep(0.2)
-    assert any("exited with code -9" in e for e in replica_set.events), replica_set.events
+    assert sum("exited with code -9" in e for e in replica_set.events) == victim.restarts, replica_set.events

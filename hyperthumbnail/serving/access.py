@@ -16,13 +16,13 @@ from __future__ import annotations
 import re
 import secrets
 
+# The header names are shared with the client SDK, which sends them.
+from ..client.options import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER
+
 __all__ = ["RESTRICTED_APIS", "ADMIN_HEADER", "GRPC_ADMIN_HEADER", "ADMIN_KEY_ENV", "AdminKeyError",
            "generate_admin_key", "check_admin_key", "restricted_api_args", "is_loopback"]
 
 RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
-ADMIN_HEADER = "admin-key"
-GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER  # Triton's prefix for gRPC restricted headers
-ADMIN_KEY_ENV = "HYPERTHUMBNAIL_ADMIN_KEY"
 _KEY = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")  # goes inside Triton's GROUPS:KEY=VALUE flag and a header
 _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
