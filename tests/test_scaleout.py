@@ -323,3 +323,76 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set, protocol):
             assert client.encode(image) == expected
             time.sleep(0.2)
     assert sum("exited with code -9" in e for e in replica_set.events) == victim.restarts, replica_set.events
+
+
+# ----------------------------------------------------------------------------- the CLI as a user types it
+
+
+def test_publish_and_serve_replicas_cli(s3_endpoint, served_repository, tmp_path, admin_key):
+    """`repository publish URI` then `serve --model-repository URI --replicas 2`: serves through the
+    front port, SIGINT stops everything (no process of it left, front ports closed)."""
+    import shutil
+
+    repo = tmp_path / "repo"  # without the build stamp: uploaded as is (no export)
+    shutil.copytree(served_repository, repo, ignore=shutil.ignore_patterns(".hyperthumbnail-build.json"))
+    uri = f"s3://{s3_endpoint}/cli-bucket/ht"
+    done = subprocess.run([sys.executable, "-m", "hyperthumbnail", "repository", "publish", uri,
+                           "--model-repository", str(repo), "--create-bucket"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == uri and "uploading it as is" in done.stderr
+    http, grpc = free_port(), free_port()
+    env = dict(os.environ, HYPERTHUMBNAIL_ADMIN_KEY=admin_key)
+    proc = subprocess.Popen([sys.executable, "-m", "hyperthumbnail", "serve", "--model-repository", uri,
+                             "--replicas", "2", "--quiet", "--http-port", str(http), "--grpc-port", str(grpc),
+                             "--metrics-port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl+C to stop" in line:
+                break
+        text = "".join(lines)
+        assert "2 Triton replicas are ready behind nginx" in text, text
+        assert "admin key: as given" in text and admin_key not in text
+        with HyperThumbnailClient(f"127.0.0.1:{http}", use_shm=True, admin_key=admin_key) as client:
+            assert len(client.encode(photo_like(64, 48))) > 0
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    leftovers = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert uri not in leftovers
+    import socket
+
+    for port in (http, grpc):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_serve_restricts_admin_apis_beyond_loopback_by_default():
+    """The key decision without binding a public address (tests bind loopback only)."""
+    from hyperthumbnail.cli import build_parser
+    from hyperthumbnail.cli.serve import _admin_key
+
+    def key(*argv):
+        return _admin_key(build_parser().parse_args(["serve", *argv]))
+
+    env = os.environ.pop("HYPERTHUMBNAIL_ADMIN_KEY", None)
+    try:
+        assert key() == (None, False)                                   # loopback, one server: as before
+        generated, was_generated = key("--host", "0.0.0.0")
+        assert was_generated and len(generated) >= 16
+        assert key("--replicas", "2")[1] is True                         # always in front of replicas
+        assert key("--host", "0.0.0.0", "--admin-key", "k" * 20) == ("k" * 20, False)
+        assert key("--host", "0.0.0.0", "--unrestricted") == (None, False)
+        from hyperthumbnail.cli import CLIError
+
+        with pytest.raises(CLIError, match="16-256 characters"):
+            key("--admin-key", "short")
+    finally:
+        if env is not None:
+            os.environ["HYPERTHUMBNAIL_ADMIN_KEY"] = env

@@ -65,15 +65,33 @@ def _servers(addresses: Sequence[str], fail_timeout_s: float) -> str:
     return "\n".join(f"        server {a} max_fails=1 fail_timeout={fail_timeout_s:g}s;" for a in addresses)
 
 
+def _worker_user() -> tuple[str, str, int, int] | None:
+    """Started as root, nginx's workers drop to an unprivileged user: (user, group, uid, gid)."""
+    if os.geteuid() != 0:
+        return None
+    import grp
+    import pwd
+
+    for name in ("nobody", "www-data", "nginx"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name, grp.getgrgid(entry.pw_gid).gr_name, entry.pw_uid, entry.pw_gid
+    raise NginxError("running as root, nginx needs an unprivileged user for its workers (none of nobody, www-data, nginx exists)")
+
+
 def render_config(prefix: Path, upstreams: Sequence[Upstream], *, host: str, http_port: int, grpc_port: int,
-                  timeout_s: float = 300.0, fail_timeout_s: float = 2.0, keepalive: int = 32) -> str:
+                  timeout_s: float = 300.0, fail_timeout_s: float = 2.0, keepalive: int = 32,
+                  worker_user: tuple[str, str] | None = None) -> str:
     """nginx.conf for the front ports (see docs/scaleout.md for a walk-through)."""
     if not upstreams:
         raise NginxError("no upstream replicas to balance")
     tries = len(upstreams) + 1  # every replica once, plus one more after a fail_timeout expired
     tmp = prefix / "tmp"
+    user = f"user {worker_user[0]} {worker_user[1]};  # started as root: workers run unprivileged\n" if worker_user else ""
     return f"""# Written by hyperthumbnail (serving/nginx.py); regenerated on every start.
-daemon off;
+{user}daemon off;
 master_process on;
 worker_processes 1;
 pid {prefix / 'nginx.pid'};
@@ -93,7 +111,7 @@ http {{
     scgi_temp_path {tmp / 'scgi'};
 
     client_max_body_size 0;        # images are large; Triton and the models enforce the limits
-    client_body_buffer_size 1m;    # the body is buffered (to memory, then a temp file) so a retry can resend it
+    client_body_buffer_size 16m;   # the body is buffered (memory up to 16 MB, then a temp file) so a retry can resend it
     underscores_in_headers on;     # pass every header through, the restricted-API key included
     large_client_header_buffers 4 16k;
 
@@ -180,12 +198,19 @@ class NginxBalancer:
         if self.is_running():
             raise NginxError("nginx already running")
         self._prefix = Path(tempfile.mkdtemp(prefix="hyperthumbnail-nginx-"))
+        worker = _worker_user()
         for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self._prefix / "tmp" / name).mkdir(parents=True)
+            if worker:  # the workers write large request bodies here
+                os.chown(self._prefix / "tmp" / name, worker[2], worker[3])
+        if worker:
+            for path in (self._prefix, self._prefix / "tmp"):
+                path.chmod(0o711)  # traversable, not listable
         conf = self._prefix / "nginx.conf"
         conf.write_text(render_config(self._prefix, self.upstreams, host=self.host, http_port=self.http_port,
                                       grpc_port=self.grpc_port, timeout_s=self.timeout_s,
-                                      fail_timeout_s=self.fail_timeout_s))
+                                      fail_timeout_s=self.fail_timeout_s,
+                                      worker_user=worker[:2] if worker else None))
         cmd = [str(self.binary), "-p", str(self._prefix), "-c", str(conf), "-e", "stderr"]
         check = subprocess.run(cmd + ["-t", "-q"], capture_output=True, text=True)
         if check.returncode != 0:
