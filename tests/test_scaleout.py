@@ -215,19 +215,21 @@ def test_admin_apis_refused_without_key_over_grpc(replica_set, admin_key):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_sdk_shared_memory_needs_the_admin_key(replica_set, admin_key, protocol, monkeypatch):
+    """Shared memory is registered per server, so a shm client talks to the replicas' own ports
+    (several urls: register, infer and unregister of one request stay on one server)."""
     monkeypatch.delenv("HYPERTHUMBNAIL_ADMIN_KEY", raising=False)
     image = photo_like(64, 48, seed=4)
-    url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
-    with HyperThumbnailClient(url, protocol=protocol) as client:
+    urls = [r.server.http_url if protocol == "http" else r.server.grpc_url for r in replica_set.replicas]
+    with HyperThumbnailClient(urls, protocol=protocol) as client:
         expected = client.encode(image)
-    with HyperThumbnailClient(url, protocol=protocol, use_shm=True) as client:
+    with HyperThumbnailClient(urls, protocol=protocol, use_shm=True) as client:
         with pytest.raises(AccessDeniedError, match="admin key"):
             client.encode(image)
-    with HyperThumbnailClient(url, protocol=protocol, use_shm=True, admin_key=admin_key) as client:
-        assert client.encode(image) == expected
+    with HyperThumbnailClient(urls, protocol=protocol, use_shm=True, admin_key=admin_key) as client:
+        assert {client.encode(image) for _ in range(2)} == {expected}  # both replicas
         assert client.decode(expected).shape == (48, 64, 3)
     monkeypatch.setenv("HYPERTHUMBNAIL_ADMIN_KEY", admin_key)  # what `perf --shm` and scripts use
-    with HyperThumbnailClient(url, protocol=protocol, use_shm=True) as client:
+    with HyperThumbnailClient(urls, protocol=protocol, use_shm=True) as client:
         assert client.encode(image) == expected
 
 
@@ -265,7 +267,22 @@ def test_async_client_round_robin(replica_set):
     assert all(encode_successes(r) > b for r, b in zip(replica_set.replicas, before))
 
 
-# ----------------------------------------------------------------------------- nginx missing
+# ----------------------------------------------------------------------------- nginx
+
+
+def test_rendered_nginx_config_is_accepted_by_nginx(tmp_path):
+    from hyperthumbnail.serving.nginx import Upstream, find_nginx, render_config
+
+    upstreams = [Upstream("127.0.0.1:1001", "127.0.0.1:1002"), Upstream("127.0.0.1:1003", "127.0.0.1:1004")]
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / "tmp" / name).mkdir(parents=True)
+    text = render_config(tmp_path, upstreams, host="127.0.0.1", http_port=free_port(), grpc_port=free_port())
+    assert text.count("server 127.0.0.1:100") == 4 and "non_idempotent" in text and "grpc_pass" in text
+    (tmp_path / "nginx.conf").write_text(text)
+    check = subprocess.run([str(find_nginx()), "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+                            "-e", "stderr"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
 
 
 def test_missing_nginx_says_how_to_install_it(monkeypatch, tmp_path):
@@ -356,7 +373,9 @@ def test_publish_and_serve_replicas_cli(s3_endpoint, served_repository, tmp_path
         text = "".join(lines)
         assert "2 Triton replicas are ready behind nginx" in text, text
         assert "admin key: as given" in text and admin_key not in text
-        with HyperThumbnailClient(f"127.0.0.1:{http}", use_shm=True, admin_key=admin_key) as client:
+        with HyperThumbnailClient(f"127.0.0.1:{http}") as client:
+            assert len(client.encode(photo_like(64, 48))) > 0
+        with HyperThumbnailClient(f"127.0.0.1:{grpc}", protocol="grpc") as client:
             assert len(client.encode(photo_like(64, 48))) > 0
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=90)
