@@ -17,22 +17,21 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
 pytest.importorskip("boto3")
+from conftest import photo_like, served_weights  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from conftest import photo_like, served_weights  # noqa: E402
 from hyperthumbnail.client import AccessDeniedError, AsyncHyperThumbnailClient, HyperThumbnailClient  # noqa: E402
+from hyperthumbnail.interface import ADMIN_HEADER, GRPC_ADMIN_HEADER  # noqa: E402
 from hyperthumbnail.serving import nginx as nginx_module  # noqa: E402
-from hyperthumbnail.serving.access import ADMIN_HEADER, GRPC_ADMIN_HEADER, generate_admin_key  # noqa: E402
-from hyperthumbnail.serving.object_store import (EMPTY_DIR_MARKER, ObjectStoreError, list_keys, parse_s3,  # noqa: E402
-                                                 publish)
+from hyperthumbnail.serving.access import generate_admin_key  # noqa: E402
+from hyperthumbnail.serving.object_store import EMPTY_DIR_MARKER, ObjectStoreError, list_keys, parse_s3, publish  # noqa: E402
 from hyperthumbnail.serving.replicas import ReplicaSet  # noqa: E402
-from hyperthumbnail.serving.tritonserver import free_port  # noqa: E402
+from hyperthumbnail.serving.server_process import free_port  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 
@@ -60,9 +59,9 @@ def s3_endpoint():
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
                 break
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
+                    raise RuntimeError("moto_server did not start") from exc
                 time.sleep(0.1)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from ..serving.tritonserver import free_port
+from ..serving.server_process import free_port
 from .machine import machine_info
 
 RESULTS = Path("benchmarks/results")

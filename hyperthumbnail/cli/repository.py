@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import CLIError
+from .errors import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import CLIError
+from .errors import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the models to load")
     p.add_argument("--replicas", type=int, default=1, metavar="N",
                    help="tritonserver processes behind nginx on the front ports (1: one server, no nginx)")
-    p.add_argument("--nginx", default=None, metavar="PATH", help="nginx binary for --replicas > 1 (default: found on PATH or in /usr/sbin)")
+    p.add_argument("--nginx", default=None, metavar="PATH",
+                   help="nginx binary for --replicas > 1 (default: found on PATH or in /usr/sbin)")
     p.add_argument("--admin-key", default=None, metavar="KEY",
                    help="key for the restricted admin APIs, sent as header 'admin-key' (HTTP) or "
                    "'triton-grpc-protocol-admin-key' (gRPC); default $HYPERTHUMBNAIL_ADMIN_KEY, else generated "
@@ -122,7 +123,8 @@ def _stream(line: str) -> None:
 
 def _admin_key(args: argparse.Namespace) -> tuple[str | None, bool]:
     """(key or None, whether it was generated). Restricted by default with replicas or beyond loopback."""
-    from ..serving.access import ADMIN_KEY_ENV, AdminKeyError, check_admin_key, generate_admin_key, is_loopback
+    from ..interface import ADMIN_KEY_ENV
+    from ..serving.access import AdminKeyError, check_admin_key, generate_admin_key, is_loopback
 
     needed = args.replicas > 1 or not is_loopback(args.host)
     if args.unrestricted:
@@ -142,7 +144,8 @@ def _admin_key(args: argparse.Namespace) -> tuple[str | None, bool]:
 
 
 def _admin_lines(key: str | None, generated: bool) -> str:
-    from ..serving.access import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER, RESTRICTED_APIS
+    from ..interface import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER
+    from ..serving.server_flags import RESTRICTED_APIS
 
     if key is None:
         return "  admin APIs: open to every client\n"
@@ -154,7 +157,8 @@ def _admin_lines(key: str | None, generated: bool) -> str:
 
 def _serve(args: argparse.Namespace, repo: Path | str) -> int:
     from ..serving.access import restricted_api_args
-    from ..serving.tritonserver import TritonServer, TritonServerError, failure_reasons
+    from ..serving.server_log import failure_reasons
+    from ..serving.server_process import TritonServer, TritonServerError
 
     key, generated = _admin_key(args)
     if args.replicas > 1:
@@ -194,7 +198,7 @@ def _serve(args: argparse.Namespace, repo: Path | str) -> int:
 def _serve_replicas(args: argparse.Namespace, repo: Path | str, key: str | None, generated: bool) -> int:
     from ..serving.nginx import NginxError
     from ..serving.replicas import ReplicaSet
-    from ..serving.tritonserver import TritonServerError
+    from ..serving.server_process import TritonServerError
 
     if args.log_file or args.log_verbose:
         raise CLIError("--log-file and --log-verbose are for one server; with --replicas the logs of all "

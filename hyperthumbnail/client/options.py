@@ -3,24 +3,20 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Literal, Sequence, Union
+from typing import Literal, Union
 
-__all__ = ["DEFAULT_URLS", "ENSEMBLE_MAX_BATCH", "SHM_AUTO_MIN_BYTES", "ADMIN_HEADER", "GRPC_ADMIN_HEADER",
-           "ADMIN_KEY_ENV", "ClientOptions", "Protocol", "ShmMode"]
+from ..interface import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER
+
+__all__ = ["DEFAULT_URLS", "SHM_AUTO_MIN_BYTES", "ClientOptions", "Protocol", "ShmMode"]
 
 Protocol = Literal["http", "grpc"]
 ShmMode = Union[bool, Literal["auto"]]
 DEFAULT_URLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}  # `hyperthumbnail serve` defaults
-ENSEMBLE_MAX_BATCH = 8  # max_batch_size of both ensembles (model_repository/*/config.pbtxt)
 SHM_AUTO_MIN_BYTES = 1 << 20  # "auto": below this, the socket copy costs less than two extra calls
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
-# Triton's restricted admin APIs (serving/access.py): the header that carries the operator's key.
-# Over gRPC, Triton expects restricted headers with its own prefix.
-ADMIN_HEADER = "admin-key"
-GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER
-ADMIN_KEY_ENV = "HYPERTHUMBNAIL_ADMIN_KEY"
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class ClientOptions:
 
     @classmethod
     def make(cls, url: str | Sequence[str] | None, protocol: str, timeout_s: float, use_shm: ShmMode,
-             max_batch_size: int, admin_key: str | None = None, retries: int | None = None) -> "ClientOptions":
+             max_batch_size: int, admin_key: str | None = None, retries: int | None = None) -> ClientOptions:
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         if use_shm not in (True, False, "auto"):

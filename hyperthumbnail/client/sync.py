@@ -6,14 +6,25 @@ thread its own client.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from ..interface import ENSEMBLES, MAX_BATCH
 from .errors import TRANSLATED, ServerUnavailableError, translate
-from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
-from .requests import (MODELS, UNREGISTER_RETRY_DELAYS_S, Request, check_image, chunks, decode_request,
-                       encode_at_bpp_request, encode_request, hr_size, region_in_use, scatter)
+from .options import ClientOptions, Protocol, ShmMode
+from .requests import (
+    UNREGISTER_RETRY_DELAYS_S,
+    Request,
+    check_image,
+    chunks,
+    decode_request,
+    encode_at_bpp_request,
+    encode_request,
+    hr_size,
+    region_in_use,
+    scatter,
+)
 
 __all__ = ["HyperThumbnailClient"]
 
@@ -41,7 +52,7 @@ class HyperThumbnailClient:
     """
 
     def __init__(self, url: str | Sequence[str] | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
-                 use_shm: ShmMode = False, max_batch_size: int = ENSEMBLE_MAX_BATCH, verbose: bool = False,
+                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False,
                  admin_key: str | None = None, retries: int | None = None):
         self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size, admin_key, retries)
         module = self.options.module
@@ -103,7 +114,7 @@ class HyperThumbnailClient:
         kwargs = self.options.call_kwargs
         for triton in self.tritons:
             try:
-                if triton.is_server_ready(**kwargs) and all(triton.is_model_ready(model, **kwargs) for model in MODELS):
+                if triton.is_server_ready(**kwargs) and all(triton.is_model_ready(model, **kwargs) for model in ENSEMBLES):
                     return True
             except TRANSLATED:
                 continue
@@ -122,7 +133,7 @@ class HyperThumbnailClient:
         for triton in self.tritons:
             triton.close()
 
-    def __enter__(self) -> "HyperThumbnailClient":
+    def __enter__(self) -> HyperThumbnailClient:
         return self
 
     def __exit__(self, *exc) -> None:

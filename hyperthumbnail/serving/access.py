@@ -1,28 +1,20 @@
-"""Which of Triton's APIs stay open and which need the operator's admin key.
+"""The operator's admin key: generated or checked, and when it is required.
 
-Triton 2.51 puts API groups behind a required request header:
-`--http-restricted-api=GROUPS:KEY=VALUE` and `--grpc-restricted-protocol=GROUPS:KEY=VALUE`.
-Over HTTP the client sends the header `KEY: VALUE`; over gRPC Triton expects the metadata key
-`triton-grpc-protocol-KEY` (seen on the real server: it answers UNAVAILABLE "This protocol is
-restricted, expecting header 'triton-grpc-protocol-admin-key'").
-
-Restricted: shared memory (any client could otherwise map an existing /dev/shm region by name,
-the Python backend's own included), the model repository (load/unload is code execution),
-logging and trace settings. Open: inference, health, metadata, model config, statistics (and
-the metrics port, which has no API groups).
+Triton 2.51 puts API groups behind a required request header (server_flags.restricted_api_flags).
+Over HTTP the client sends `admin-key: KEY`; over gRPC Triton expects the metadata key
+`triton-grpc-protocol-admin-key` (seen on the real server: it answers UNAVAILABLE "This protocol
+is restricted, expecting header 'triton-grpc-protocol-admin-key'"). `serve` requires a key when it
+runs replicas or binds beyond loopback.
 """
 from __future__ import annotations
 
 import re
 import secrets
 
-# The header names are shared with the client SDK, which sends them.
-from ..client.options import ADMIN_HEADER, ADMIN_KEY_ENV, GRPC_ADMIN_HEADER
+from .server_flags import restricted_api_flags
 
-__all__ = ["RESTRICTED_APIS", "ADMIN_HEADER", "GRPC_ADMIN_HEADER", "ADMIN_KEY_ENV", "AdminKeyError",
-           "generate_admin_key", "check_admin_key", "restricted_api_args", "is_loopback"]
+__all__ = ["AdminKeyError", "generate_admin_key", "check_admin_key", "restricted_api_args", "is_loopback"]
 
-RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
 _KEY = re.compile(r"^[A-Za-z0-9._~-]{16,256}$")  # goes inside Triton's GROUPS:KEY=VALUE flag and a header
 _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
@@ -43,9 +35,8 @@ def check_admin_key(key: str) -> str:
 
 
 def restricted_api_args(key: str) -> list[str]:
-    """tritonserver flags that put RESTRICTED_APIS behind `key` on HTTP and gRPC."""
-    spec = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={check_admin_key(key)}"
-    return [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]
+    """tritonserver flags that put RESTRICTED_APIS behind `key` (checked) on HTTP and gRPC."""
+    return restricted_api_flags(check_admin_key(key))
 
 
 def is_loopback(host: str) -> bool:

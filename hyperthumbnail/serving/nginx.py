@@ -22,9 +22,9 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 __all__ = ["NginxError", "Upstream", "NginxBalancer", "find_nginx", "render_config", "INSTALL_HINT"]
 
@@ -194,7 +194,7 @@ class NginxBalancer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def start(self, timeout: float = 10.0) -> "NginxBalancer":
+    def start(self, timeout: float = 10.0) -> NginxBalancer:
         if self.is_running():
             raise NginxError("nginx already running")
         self._prefix = Path(tempfile.mkdtemp(prefix="hyperthumbnail-nginx-"))
@@ -284,7 +284,7 @@ class NginxBalancer:
             shutil.rmtree(self._prefix, ignore_errors=True)
             self._prefix = None
 
-    def __enter__(self) -> "NginxBalancer":
+    def __enter__(self) -> NginxBalancer:
         if not self.is_running():
             self.start()
         return self

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 __all__ = ["ObjectStoreError", "S3Location", "is_remote", "parse_s3", "publish", "list_keys", "EMPTY_DIR_MARKER"]
 

@@ -18,14 +18,16 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .access import restricted_api_args
 from .nginx import NginxBalancer, Upstream
 from .object_store import is_remote
-from .tritonserver import TritonRuntime, TritonServer, TritonServerError, failure_reasons, free_port, prepare_runtime
+from .server_log import failure_reasons
+from .server_process import TritonServer, TritonServerError, free_port
+from .server_runtime import TritonRuntime, prepare_runtime
 
 __all__ = ["Replica", "ReplicaSet"]
 
@@ -100,7 +102,7 @@ class ReplicaSet:
                 pass
 
     # ----------------------------------------------------------------- lifecycle
-    def start(self) -> "ReplicaSet":
+    def start(self) -> ReplicaSet:
         """Start every replica (one after the other: on a few cores loading is CPU-bound anyway),
         then nginx; raise with the reason if any fails."""
         self.balancer = NginxBalancer([], host=self.host, http_port=self.http_port, grpc_port=self.grpc_port,
@@ -219,7 +221,7 @@ class ReplicaSet:
     def is_running(self) -> bool:
         return self.balancer is not None and self.balancer.is_running()
 
-    def __enter__(self) -> "ReplicaSet":
+    def __enter__(self) -> ReplicaSet:
         return self.start()
 
     def __exit__(self, *exc) -> None:
