@@ -6,7 +6,7 @@ and records next to perf's own JSON what perf cannot see: how many requests each
 per request. CPU-s per request is what bounds throughput on a given number of cores; on a shared
 machine the measured rate also depends on the slice of the CPU the server gets.
 
-    .venv/bin/python -m hyperthumbnail.benchmarks.scaleout [--replicas 1,2] [--model ...]
+    hyperthumbnail bench scaleout [--replicas 1,2] [--model ...]
 writes benchmarks/results/scaleout_r{N}.json/.csv (perf) and benchmarks/results/scaleout.json.
 """
 from __future__ import annotations
@@ -84,24 +84,14 @@ def run_one(replicas: int, args: argparse.Namespace) -> dict:
             "throughput_by_concurrency": {str(level["concurrency"]): level["throughput"] for level in perf["results"]}}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replicas", default="1,2", help="replica counts to compare (default %(default)s)")
-    parser.add_argument("--model", default="hyperthumbnail_decode")
-    parser.add_argument("--resolution", default="1080p")
-    parser.add_argument("--concurrency", default="1:4")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     runs = [run_one(int(n), args) for n in args.replicas.split(",")]
     summary = {"machine": machine_info(), "model": args.model, "resolution": args.resolution,
                "concurrency": args.concurrency, "runs": runs}
     (RESULTS / "scaleout.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for run in runs:
-        print(f"{run['replicas']} replica(s): requests per replica {run['requests_per_replica']}, "
-              f"{run['server_cpu_s_per_request']} server CPU-s/request, {run['server_cores_used']} cores used, "
-              f"throughput {run['throughput_by_concurrency']}")
+    for one in runs:
+        print(f"{one['replicas']} replica(s): requests per replica {one['requests_per_replica']}, "
+              f"{one['server_cpu_s_per_request']} server CPU-s/request, {one['server_cores_used']} cores used, "
+              f"throughput {one['throughput_by_concurrency']}")
     print(f"wrote {RESULTS / 'scaleout.json'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
