@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL", "ENCODE_MODEL", "ENSEMBLES",
-    "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
+    "ADMIN_HEADER", "ADMIN_KEY_ENV", "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL",
+    "ENCODE_MODEL", "ENSEMBLES", "GRPC_ADMIN_HEADER", "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
 ]
 
 # ---------------------------------------------------------------------------- limits
@@ -25,6 +25,13 @@ DECODE_MODEL = "hyperthumbnail_decode"  # ensemble: .jpg bytes -> photo
 ENSEMBLES = (ENCODE_MODEL, DECODE_MODEL)  # what a client waits for
 ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
 NEURAL_MODELS = ("encoder", "qpm", "decoder")  # exported graphs (ONNX / TensorRT)
+
+# ---------------------------------------------------------------------------- the admin key
+# Restricted admin APIs (serving/server_flags.py) want the operator's key in a request header;
+# over gRPC, Triton expects restricted headers under its own prefix.
+ADMIN_HEADER = "admin-key"
+GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER
+ADMIN_KEY_ENV = "HYPERTHUMBNAIL_ADMIN_KEY"  # where `serve`, the SDK and `perf` look for the key
 
 
 @dataclass(frozen=True)

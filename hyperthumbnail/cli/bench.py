@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy`: the benchmarks, each one command
+"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|scaleout`: the benchmarks, each one command
 writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -107,6 +107,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     proxy.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
     proxy.add_argument("--out", default="benchmarks/results/rate_proxy.json", help="output JSON file")
     proxy.set_defaults(func=_module_run("rate_proxy"))
+
+    scale = bench.add_parser(
+        "scaleout", help="1 vs N replicas: `perf` through the front port of `serve --replicas N`",
+        description="For each replica count: start `hyperthumbnail serve --replicas N`, run `hyperthumbnail perf` "
+        "through its front port, and record the requests each replica served and the server CPU-s per request. "
+        "Writes scaleout_r{N}.json/.csv and scaleout.json (docs/scaleout.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    scale.add_argument("--replicas", default="1,2", help="replica counts to compare")
+    scale.add_argument("--model", default="hyperthumbnail_decode", choices=("hyperthumbnail_encode", "hyperthumbnail_decode"))
+    scale.add_argument("--resolution", default="1080p")
+    scale.add_argument("--concurrency", default="1:4")
+    scale.set_defaults(func=_module_run("scaleout"))
 
 
 def _module_run(module_name: str):
