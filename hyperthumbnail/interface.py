@@ -78,6 +78,6 @@ MODELS: dict[str, ModelSpec] = {
     "jpeg_encode": ModelSpec((_QUANTIZED, _TABLES, _HR_SIZE, _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
     "jpeg_decode": ModelSpec((_THUMBNAIL,), (_QUANTIZED, _TABLES, _HR_SIZE, _ICC_OUT, _EXIF_OUT)),
     "decoder": ModelSpec((_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64)),
-                         (_t("image", "FP32", 3, -1, -1),)),
-    "postprocess": ModelSpec((_IMAGE_F32, _HR_SIZE), (_IMAGE,)),
+                         (_t("image", "UINT8", -1, -1, 3),)),  # padded; the graphs end in uint8
+    "postprocess": ModelSpec((_t("IMAGE_PADDED", "UINT8", -1, -1, 3), _HR_SIZE), (_IMAGE,)),
 }

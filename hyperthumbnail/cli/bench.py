@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--scale", type=int, choices=(2, 4), default=4,
                     help="which shipped model; --scale 2 writes rd_x2.* instead of rd.*")
     rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped for --scale")
-    rd.add_argument("--runtime", choices=("onnx", "torch"), default="onnx", help="our pipeline's runtime")
+    rd.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino", help="our pipeline's runtime")
     rd.add_argument("--sr-weights", default=None, help="SR baseline weights; default: shipped")
     rd.add_argument("--out", default="benchmarks/results")
     rd.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     curve.add_argument("--scale", type=int, choices=(2, 4), default=4,
                        help="which shipped weights (ignored with --weights); 2x results go to rd_curve_x2.*")
     curve.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped for --scale")
-    curve.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
+    curve.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino")
     curve.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     curve.add_argument("--limit", type=int, default=None, help="first N images")
     curve.add_argument("--out", default="benchmarks/results")
