@@ -1,10 +1,12 @@
 # `make demo` and `make test` are the two commands the README starts with.
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
+PERF_ANALYZER := .venv/bin/perf_analyzer
 
-.PHONY: setup system-deps demo test clean
+.DELETE_ON_ERROR:  # a failed install leaves no wrapper behind for make to trust
+.PHONY: setup system-deps perf-analyzer demo test clean
 
-setup: $(VENV_STAMP)
+setup: $(VENV_STAMP) $(PERF_ANALYZER)
 
 # Idempotent: re-runs pip only when the project's dependencies change.
 $(VENV_STAMP): pyproject.toml
@@ -12,6 +14,15 @@ $(VENV_STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(VENV_STAMP)
+
+# NVIDIA's real perf_analyzer (2.48.0 binary + libb64 + libcudart) into the venv; the script
+# itself is idempotent too (`make perf-analyzer` re-checks it).
+$(PERF_ANALYZER): scripts/install_perf_analyzer.py $(VENV_STAMP)
+	$(PY) scripts/install_perf_analyzer.py .venv
+	@touch $(PERF_ANALYZER)
+
+perf-analyzer: $(VENV_STAMP)
+	$(PY) scripts/install_perf_analyzer.py .venv
 
 # Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
 system-deps:
