@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import photo_like
+
 from hyperthumbnail.client import HyperThumbnailClient
 from hyperthumbnail.client.perf import PerfSettings
-from hyperthumbnail.client.perf_analyzer import (PerfAnalyzerError, PerfAnalyzerJob, binary_version, find_binary,
-                                                 run_level)
+from hyperthumbnail.client.perf_analyzer import PerfAnalyzerError, PerfAnalyzerJob, binary_version, find_binary, run_level
 from hyperthumbnail.client.perf_inputs import write_input_data
 
 pytestmark = pytest.mark.timeout(600)

@@ -1,0 +1,191 @@
+"""Our load generator checked against NVIDIA's perf_analyzer: both engines, one after the other,
+against one server, on the same payloads (`hyperthumbnail perf --engine builtin|perf_analyzer`).
+
+Each case (model, resolution, protocol, concurrency, windows) runs under both engines; each run
+writes its own `hyperthumbnail perf` JSON + CSV into `<out>/perf_engines/`, and the comparison
+goes into `<out>/perf_engines.json`, `.csv` and `.png` (p50 and throughput side by side, with
+the p50 ratio perf_analyzer / builtin). Usage:
+
+    python -m hyperthumbnail.benchmarks.perf_engines [--url HOST:PORT --grpc-url HOST:PORT] [--quick]
+
+Without --url it builds the model repository and starts its own server (free ports).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .machine import machine_info, utc_now
+
+ENGINES = ("builtin", "perf_analyzer")
+
+
+@dataclass(frozen=True)
+class Case:
+    model: str  # hyperthumbnail_encode | hyperthumbnail_decode
+    resolution: str
+    protocol: str
+    concurrency: str = "1"
+    interval_ms: int = 10_000
+    stability_pct: float = 20.0
+    max_windows: int = 6
+    warmup: int = 1
+
+    @property
+    def name(self) -> str:
+        direction = self.model.removeprefix("hyperthumbnail_")
+        return f"{direction}_{self.resolution}_{self.protocol}_c{self.concurrency.replace(':', '-')}"
+
+
+# 1080p: ~1 s a request on 2 busy cores, so 10 s windows hold ~10 requests; 6K: ~15 s a request,
+# so perf_analyzer's fixed windows must be longer than that (a window with no completed request
+# ends its run), and few of them fit the time budget.
+CASES = (
+    Case("hyperthumbnail_decode", "1080p", "http"),
+    Case("hyperthumbnail_decode", "1080p", "grpc"),
+    Case("hyperthumbnail_encode", "1080p", "http"),
+    Case("hyperthumbnail_encode", "1080p", "grpc"),
+    Case("hyperthumbnail_decode", "6k", "grpc", interval_ms=40_000, stability_pct=50, max_windows=3, warmup=1),
+    Case("hyperthumbnail_encode", "6k", "http", interval_ms=40_000, stability_pct=50, max_windows=3, warmup=1),
+)
+QUICK = (Case("hyperthumbnail_decode", "256x192", "http", interval_ms=1000, stability_pct=1000, max_windows=3),)
+
+
+def run_case(case: Case, engine: str, url: str, folder: Path) -> dict:
+    """One `hyperthumbnail perf` run; its JSON report (results of an engine that failed: the error)."""
+    from ..cli import main
+
+    out = folder / f"{case.name}_{engine}.json"
+    args = ["perf", "--engine", engine, "--url", url, "--protocol", case.protocol, "--model", case.model,
+            "--resolution", case.resolution, "--concurrency", case.concurrency,
+            "--measurement-interval-ms", str(case.interval_ms), "--stability", f"{case.stability_pct:g}",
+            "--max-windows", str(case.max_windows), "--warmup", str(case.warmup), "--output", str(out)]
+    started = time.monotonic()
+    code = main(args)
+    report = json.loads(out.read_text()) if out.is_file() else {"config": {}, "results": []}
+    report["exit_code"], report["elapsed_s"] = code, round(time.monotonic() - started, 1)
+    report["command"] = "hyperthumbnail " + " ".join(args)
+    return report
+
+
+def compare(case: Case, reports: dict[str, dict]) -> list[dict]:
+    """One row per engine and level, with the p50 / throughput ratio of perf_analyzer to builtin."""
+    rows = []
+    for engine, report in reports.items():
+        for r in report["results"]:
+            rows.append({"case": case.name, "model": case.model, "resolution": case.resolution,
+                         "protocol": case.protocol, "engine": engine,
+                         "engine_version": report["config"].get("perf_analyzer_version") or "hyperthumbnail",
+                         **{k: r[k] for k in ("concurrency", "throughput", "p50_ms", "p95_ms", "mean_ms", "errors",
+                                              "windows", "stable")},
+                         "server_request_ms": (r.get("server") or {}).get("model", {}).get("request_ms"),
+                         "elapsed_s": report["elapsed_s"], "exit_code": report["exit_code"]})
+    by_level: dict[int, dict[str, dict]] = {}
+    for row in rows:
+        by_level.setdefault(row["concurrency"], {})[row["engine"]] = row
+    for pair in by_level.values():
+        if len(pair) == 2:
+            ours, theirs = pair["builtin"], pair["perf_analyzer"]
+            for key in ("p50_ms", "throughput"):
+                ratio = theirs[key] / ours[key] if ours[key] and math.isfinite(ours[key]) else math.nan
+                for row in pair.values():
+                    row[f"{key.split('_')[0]}_ratio_pa_over_builtin"] = round(ratio, 3)
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cases = list(dict.fromkeys(f"{r['case']}" for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 1.6 * len(cases) * 2), 4.8))
+    x = np.arange(len(cases))
+    for ax, key, label in ((axes[0], "p50_ms", "p50 latency (ms, client side)"),
+                           (axes[1], "throughput", "throughput (inferences/s)")):
+        for i, engine in enumerate(ENGINES):
+            values = [next((r[key] for r in rows if r["case"] == c and r["engine"] == engine), np.nan) for c in cases]
+            bars = ax.bar(x + (i - 0.5) * 0.38, values, 0.38, label=engine,
+                          color="tab:blue" if engine == "builtin" else "tab:orange")
+            for bar, c in zip(bars, cases):
+                row = next((r for r in rows if r["case"] == c and r["engine"] == engine), None)
+                if row and not row["stable"]:
+                    ax.annotate("unstable", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom",
+                                fontsize=6, rotation=90)
+        ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    fig.suptitle("hyperthumbnail perf: builtin engine vs NVIDIA perf_analyzer, same server, one after the other")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    import csv
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "perf_engines.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = results["rows"]
+    with (out / "perf_engines.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+    if rows:
+        plot(rows, out / "perf_engines.png")
+
+
+def run(cases: tuple[Case, ...], out: Path, url: str | None = None, grpc_url: str | None = None) -> dict:
+    server = None
+    if url is None:
+        from ..serving.repository import build_repository
+        from ..serving.tritonserver import TritonServer, free_port
+
+        repo = build_repository(out / "perf_engines" / "model_repository")
+        server = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
+        server.start(timeout=300)
+        url, grpc_url = server.http_url, server.grpc_url
+    folder = out / "perf_engines"
+    folder.mkdir(parents=True, exist_ok=True)
+    results: dict = {"meta": {"machine": machine_info(), "started": utc_now(), "http_url": url, "grpc_url": grpc_url},
+                     "cases": {}, "rows": []}
+    try:
+        for case in cases:
+            reports = {engine: run_case(case, engine, url if case.protocol == "http" else grpc_url, folder)
+                       for engine in ENGINES}
+            results["cases"][case.name] = {e: {k: r[k] for k in ("command", "exit_code", "elapsed_s")}
+                                           for e, r in reports.items()}
+            results["rows"] += compare(case, reports)
+            write_outputs(results, out)  # keep what is done if a later case is interrupted
+    finally:
+        if server is not None:
+            server.stop()
+    results["meta"]["finished"] = utc_now()
+    write_outputs(results, out)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hyperthumbnail.benchmarks.perf_engines", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=None, help="HTTP host:port of a running server (default: start one)")
+    parser.add_argument("--grpc-url", default=None, help="gRPC host:port of that server (with --url)")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--quick", action="store_true", help="one small case with short windows (a smoke run)")
+    args = parser.parse_args(argv)
+    if (args.url is None) != (args.grpc_url is None):
+        parser.error("--url and --grpc-url go together")
+    run(QUICK if args.quick else CASES, Path(args.out), args.url, args.grpc_url)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
