@@ -6,6 +6,7 @@ request, not how fast they are (that is benchmarks/)."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -98,6 +99,35 @@ def test_engine_parses_a_run_into_our_level_result(binary, triton_server, inputs
         assert split["compute_infer_ms"] > 0 and split["queue_ms"] >= 0 and split["avg_batch"] >= 1
     assert server["model"]["request_ms"] <= result.p99_ms * 1.05
     assert "Composing models" in report
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol,shm", [("http", False), ("grpc", True)])
+def test_cli_engine_perf_analyzer_writes_our_json(tmp_path, triton_server, protocol, shm, capsys):
+    """`hyperthumbnail perf --engine perf_analyzer`: our JSON/CSV/table, naming the engine and its version."""
+    from PIL import Image
+
+    from hyperthumbnail.cli import main
+
+    Image.fromarray(photo_like(256, 192, seed=51)).save(tmp_path / "photo.png")
+    out = tmp_path / "pa.json"
+    url = triton_server.http_url if protocol == "http" else triton_server.grpc_url
+    assert main(["perf", "--engine", "perf_analyzer", "--url", url, "--protocol", protocol,
+                 "--model", "hyperthumbnail_decode", "--resolution", str(tmp_path / "photo.png"), "--concurrency", "1:2",
+                 "--measurement-interval-ms", "1000", "--stability", "1000", "--max-windows", "4", "--output", str(out)]
+                + (["--shm"] if shm else [])) == 0
+    report = json.loads(out.read_text())
+    config = report["config"]
+    assert config["engine"] == "perf_analyzer" and config["perf_analyzer_version"] == "2.48.0"
+    assert config["warmup"] is None and config["shm"] is shm and config["resolution"] == "256x192"
+    assert [r["concurrency"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        assert r["errors"] == 0 and r["stable"] and r["windows"] >= 3
+        assert r["throughput"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
+        assert set(r["server"]["composing"]) == {"jpeg_decode", "decoder", "postprocess"}
+    rows = list(csv.DictReader(out.with_suffix(".csv").open()))
+    assert [row["concurrency"] for row in rows] == ["1", "2"] and "decoder.compute_infer_ms" in rows[0]
+    assert "perf_analyzer 2.48.0" in capsys.readouterr().out
 
 
 @pytest.mark.server
