@@ -4,7 +4,7 @@ VENV_STAMP := .venv/.installed
 PERF_ANALYZER := .venv/bin/perf_analyzer
 
 .DELETE_ON_ERROR:  # a failed install leaves no wrapper behind for make to trust
-.PHONY: setup system-deps perf-analyzer demo test clean
+.PHONY: setup system-deps perf-analyzer model-analyzer demo test clean
 
 setup: $(VENV_STAMP) $(PERF_ANALYZER)
 
@@ -23,6 +23,15 @@ $(PERF_ANALYZER): scripts/install_perf_analyzer.py $(VENV_STAMP)
 
 perf-analyzer: $(VENV_STAMP)
 	$(PY) scripts/install_perf_analyzer.py .venv
+
+# triton-model-analyzer in its own venv (it pins a different tritonclient); only the
+# model-analyzer benchmark needs it (python -m hyperthumbnail.benchmarks.model_analyzer).
+MODEL_ANALYZER := .venv-tools/model-analyzer/bin/model-analyzer
+model-analyzer: $(MODEL_ANALYZER)
+$(MODEL_ANALYZER):
+	test -x .venv-tools/model-analyzer/bin/python || python3 -m venv .venv-tools/model-analyzer
+	.venv-tools/model-analyzer/bin/python -m pip install -q "triton-model-analyzer==1.42.0"
+	@touch $(MODEL_ANALYZER)
 
 # Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
 system-deps:
