@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -58,16 +60,15 @@ QUICK = (Case("hyperthumbnail_decode", "256x192", "http", interval_ms=1000, stab
 
 
 def run_case(case: Case, engine: str, url: str, folder: Path) -> dict:
-    """One `hyperthumbnail perf` run; its JSON report (results of an engine that failed: the error)."""
-    from ..cli import main
-
+    """One `hyperthumbnail perf` run, as its own process (benchmarks sit below the CLI); its JSON report."""
     out = folder / f"{case.name}_{engine}.json"
+    out.unlink(missing_ok=True)
     args = ["perf", "--engine", engine, "--url", url, "--protocol", case.protocol, "--model", case.model,
             "--resolution", case.resolution, "--concurrency", case.concurrency,
             "--measurement-interval-ms", str(case.interval_ms), "--stability", f"{case.stability_pct:g}",
             "--max-windows", str(case.max_windows), "--warmup", str(case.warmup), "--output", str(out)]
     started = time.monotonic()
-    code = main(args)
+    code = subprocess.run([sys.executable, "-m", "hyperthumbnail", *args]).returncode
     report = json.loads(out.read_text()) if out.is_file() else {"config": {}, "results": []}
     report["exit_code"], report["elapsed_s"] = code, round(time.monotonic() - started, 1)
     report["command"] = "hyperthumbnail " + " ".join(args)
