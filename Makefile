@@ -2,18 +2,23 @@
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 PERF_ANALYZER := .venv/bin/perf_analyzer
+# This machine's pip configuration names package folders that may not exist; pip says so once per
+# package. That is noise for whoever runs `make setup`, so only that one message is dropped.
+PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+SHELL := /bin/bash
 
 .DELETE_ON_ERROR:  # a failed install leaves no wrapper behind for make to trust
-.PHONY: setup system-deps perf-analyzer model-analyzer demo test clean
+.PHONY: setup system-deps perf-analyzer model-analyzer demo lint test clean
 
 setup: $(VENV_STAMP) $(PERF_ANALYZER)
 
 # Idempotent: re-runs pip only when the project's dependencies change.
 $(VENV_STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
-	touch $(VENV_STAMP)
+	@test -x $(PY) || { echo "creating .venv"; python3 -m venv .venv; }
+	@echo "installing hyperthumbnail and its dependencies into .venv (a few minutes the first time)"
+	@$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
+	@$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
+	@touch $(VENV_STAMP)
 
 # NVIDIA's real perf_analyzer (2.48.0 binary + libb64 + libcudart) into the venv; the script
 # itself is idempotent too (`make perf-analyzer` re-checks it).
@@ -30,7 +35,7 @@ MODEL_ANALYZER := .venv-tools/model-analyzer/bin/model-analyzer
 model-analyzer: $(MODEL_ANALYZER)
 $(MODEL_ANALYZER):
 	test -x .venv-tools/model-analyzer/bin/python || python3 -m venv .venv-tools/model-analyzer
-	.venv-tools/model-analyzer/bin/python -m pip install -q "triton-model-analyzer==1.42.0"
+	.venv-tools/model-analyzer/bin/python -m pip install -q "triton-model-analyzer==1.42.0" $(PIP_QUIET)
 	@touch $(MODEL_ANALYZER)
 
 # Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
@@ -40,7 +45,10 @@ system-deps:
 demo: setup
 	$(PY) -m hyperthumbnail.serving.demo
 
-test: setup
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup lint
 	$(PY) -m pytest -q -ra
 
 clean:

@@ -23,10 +23,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..interface import DECODE_MODEL
 from .machine import machine_info, utc_now
 
 TOOL_VENV = Path(".venv-tools/model-analyzer")
-MODEL = "hyperthumbnail_decode"
+MODEL = DECODE_MODEL
 STEPS = ("jpeg_decode", "decoder", "postprocess")
 
 
@@ -77,7 +78,7 @@ def run(args) -> int:
     from ..client.perf_analyzer import find_binary
     from ..client.perf_inputs import make_input, write_input_data
     from ..serving.repository import build_repository
-    from ..serving.tritonserver import TritonServer, free_port
+    from ..serving.server_process import TritonServer, free_port
 
     tool = TOOL_VENV / "bin" / "model-analyzer"
     perf_analyzer = find_binary()

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..interface import DECODE_MODEL, ENCODE_MODEL
 from .machine import machine_info, utc_now
 
 ENGINES = ("builtin", "perf_analyzer")
@@ -49,14 +50,14 @@ class Case:
 # longer than that (a window with no completed request ends its run), and few of them fit the
 # time budget: those levels are expected to be unstable.
 CASES = (
-    Case("hyperthumbnail_decode", "1080p", "http"),
-    Case("hyperthumbnail_decode", "1080p", "grpc"),
-    Case("hyperthumbnail_encode", "1080p", "http"),
-    Case("hyperthumbnail_encode", "1080p", "grpc"),
-    Case("hyperthumbnail_decode", "6k", "grpc", interval_ms=50_000, stability_pct=50, max_windows=3),
-    Case("hyperthumbnail_encode", "6k", "http", interval_ms=50_000, stability_pct=50, max_windows=3),
+    Case(DECODE_MODEL, "1080p", "http"),
+    Case(DECODE_MODEL, "1080p", "grpc"),
+    Case(ENCODE_MODEL, "1080p", "http"),
+    Case(ENCODE_MODEL, "1080p", "grpc"),
+    Case(DECODE_MODEL, "6k", "grpc", interval_ms=50_000, stability_pct=50, max_windows=3),
+    Case(ENCODE_MODEL, "6k", "http", interval_ms=50_000, stability_pct=50, max_windows=3),
 )
-QUICK = (Case("hyperthumbnail_decode", "256x192", "http", interval_ms=1000, stability_pct=1000, max_windows=3),)
+QUICK = (Case(DECODE_MODEL, "256x192", "http", interval_ms=1000, stability_pct=1000, max_windows=3),)
 
 
 def run_case(case: Case, engine: str, url: str, folder: Path) -> dict:
@@ -152,7 +153,7 @@ def run(cases: tuple[Case, ...], out: Path, url: str | None = None, grpc_url: st
     server = None
     if url is None:
         from ..serving.repository import build_repository
-        from ..serving.tritonserver import TritonServer, free_port
+        from ..serving.server_process import TritonServer, free_port
 
         repo = build_repository(Path(tempfile.mkdtemp(prefix="perf-engines-")) / "model_repository")
         server = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
