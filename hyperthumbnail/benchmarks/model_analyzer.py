@@ -8,18 +8,15 @@ server refuses with "explicit model load / unload is not allowed if polling is e
 writes the perf_analyzer input data (a real photo at --resolution, its thumbnail made by the
 server), runs `model-analyzer profile` (quick search over the ensemble's steps: instance count
 and max batch size up to the given limits, concurrency up to --max-concurrency), then copies
-its result tables and writes a summary into `<out>/model_analyzer/`. Usage:
-
-    python -m hyperthumbnail.benchmarks.model_analyzer [--resolution 640x480] [--out benchmarks/results]
+its result tables and writes a summary into `<out>/model_analyzer/`. Run as
+`hyperthumbnail bench model-analyzer`.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -83,11 +80,9 @@ def run(args) -> int:
     tool = TOOL_VENV / "bin" / "model-analyzer"
     perf_analyzer = find_binary()
     if not tool.is_file():
-        print(f"{tool} missing: run `make model-analyzer`", file=sys.stderr)
-        return 1
+        raise FileNotFoundError(f"{tool} missing: run `make model-analyzer`")
     if perf_analyzer is None:
-        print("perf_analyzer missing: run `make setup`", file=sys.stderr)
-        return 1
+        raise FileNotFoundError("perf_analyzer missing: run `make setup`")
     out = Path(args.out) / "model_analyzer"
     work = Path(tempfile.mkdtemp(prefix="model-analyzer-"))
     repo = build_repository(work / "model_repository")
@@ -121,18 +116,3 @@ def run(args) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"model-analyzer exit {code}; results in {out} (work dir {work})")
     return code
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hyperthumbnail.benchmarks.model_analyzer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolution", default="640x480", help="HR size of the decode input (a real photo cut to it)")
-    parser.add_argument("--max-instances", type=int, default=2)
-    parser.add_argument("--max-batch", type=int, default=4)
-    parser.add_argument("--max-concurrency", type=int, default=4)
-    parser.add_argument("--out", default="benchmarks/results")
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,15 +4,11 @@ against one server, on the same payloads (`hyperthumbnail perf --engine builtin|
 Each case (model, resolution, protocol, concurrency, windows) runs under both engines; each run
 writes its own `hyperthumbnail perf` JSON + CSV into `<out>/perf_engines/`, and the comparison
 goes into `<out>/perf_engines.json`, `.csv` and `.png` (p50 and throughput side by side, with
-the p50 ratio perf_analyzer / builtin). Usage:
-
-    python -m hyperthumbnail.benchmarks.perf_engines [--url HOST:PORT --grpc-url HOST:PORT] [--quick]
-
-Without --url it builds the model repository and starts its own server (free ports).
+the p50 ratio perf_analyzer / builtin). Run as `hyperthumbnail bench perf-engines`; without
+--url it builds the model repository and starts its own server (free ports).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import subprocess
@@ -147,8 +143,8 @@ def write_outputs(results: dict, out: Path) -> None:
         plot(rows, out / "perf_engines.png")
 
 
-def run(cases: tuple[Case, ...], out: Path, url: str | None = None, grpc_url: str | None = None,
-        keep_others: bool = False) -> dict:
+def run_cases(cases: tuple[Case, ...], out: Path, url: str | None = None, grpc_url: str | None = None,
+              keep_others: bool = False) -> dict:
     """Run `cases`; with keep_others, the other cases already in <out>/perf_engines.json stay in it."""
     server = None
     if url is None:
@@ -187,33 +183,21 @@ def run(cases: tuple[Case, ...], out: Path, url: str | None = None, grpc_url: st
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hyperthumbnail.benchmarks.perf_engines", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default=None, help="HTTP host:port of a running server (default: start one)")
-    parser.add_argument("--grpc-url", default=None, help="gRPC host:port of that server (with --url)")
-    parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--quick", action="store_true", help="one small case with short windows (a smoke run)")
-    parser.add_argument("--cases", default=None,
-                        help="comma-separated case names to (re)run, e.g. decode_6k_grpc_c1; the other cases "
-                        "already in perf_engines.json are kept")
-    parser.add_argument("--interval-ms", type=int, default=None, help="override the cases' measurement window")
-    parser.add_argument("--max-windows", type=int, default=None, help="override the cases' window limit")
-    args = parser.parse_args(argv)
+def run(args) -> int:
+    """`hyperthumbnail bench perf-engines` (options in cli/bench.py)."""
     if (args.url is None) != (args.grpc_url is None):
-        parser.error("--url and --grpc-url go together")
+        raise ValueError("--url and --grpc-url go together")
     cases = QUICK if args.quick else CASES
     if args.cases:
-        wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
-        unknown = sorted(set(wanted) - {c.name for c in cases})
+        unknown = sorted(set(args.cases) - {c.name for c in cases})
         if unknown:
-            parser.error(f"unknown cases {unknown}; known: {[c.name for c in cases]}")
-        cases = tuple(c for c in cases if c.name in wanted)
+            raise ValueError(f"unknown cases {unknown}; known: {[c.name for c in cases]}")
+        cases = tuple(c for c in cases if c.name in args.cases)
     overrides = {k: v for k, v in (("interval_ms", args.interval_ms), ("max_windows", args.max_windows)) if v}
     cases = tuple(replace(c, **overrides) for c in cases)
-    run(cases, Path(args.out), args.url, args.grpc_url, keep_others=bool(args.cases))
+    results = run_cases(cases, Path(args.out), args.url, args.grpc_url, keep_others=bool(args.cases))
+    for row in results["rows"]:
+        print(f"{row['case']:<28} {row['engine']:<14} p50 {row['p50_ms']:>9.0f} ms  {row['throughput']:.3f}/s  "
+              f"errors {row['errors']}  stable {row['stable']}")
+    print(f"wrote {Path(args.out) / 'perf_engines.json'} (+ .csv, .png, perf_engines/)")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
