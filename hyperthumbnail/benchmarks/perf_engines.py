@@ -115,15 +115,28 @@ def plot(rows: list[dict], path: Path) -> None:
                           color="tab:blue" if engine == "builtin" else "tab:orange")
             for bar, c in zip(bars, cases):
                 row = next((r for r in rows if r["case"] == c and r["engine"] == engine), None)
-                if row and not row["stable"]:
-                    ax.annotate("unstable", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom",
-                                fontsize=6, rotation=90)
+                if row is None:
+                    continue
+                middle = bar.get_x() + bar.get_width() / 2
+                if key == "p50_ms" and row["server_request_ms"]:  # where the time went: the server's mean
+                    ax.plot([middle], [row["server_request_ms"]], marker="_", markersize=14, color="black",
+                            label="server request (mean)" if i == 0 and c == cases[0] else None)
+                if not row["stable"]:
+                    ax.annotate("unstable", (middle, bar.get_height() if math.isfinite(bar.get_height()) else 1),
+                                ha="center", va="bottom", fontsize=6)
+        if key == "p50_ms":
+            for j, c in enumerate(cases):
+                ratio = next((r.get("p50_ratio_pa_over_builtin") for r in rows if r["case"] == c), None)
+                if ratio is not None and math.isfinite(ratio):
+                    top = max((r["p50_ms"] for r in rows if r["case"] == c and math.isfinite(r["p50_ms"])), default=1)
+                    ax.annotate(f"x{ratio:.2f}", (j, top * 1.08), ha="center", fontsize=7)
         ax.set_xticks(x, cases, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(label)
         ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
         ax.legend(fontsize=8)
-    fig.suptitle("hyperthumbnail perf: builtin engine vs NVIDIA perf_analyzer, same server, one after the other")
+    fig.suptitle("hyperthumbnail perf: builtin engine vs NVIDIA perf_analyzer, same server, one after the other "
+                 "(xN: p50 of perf_analyzer / builtin)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
