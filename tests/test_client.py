@@ -283,7 +283,7 @@ def test_perf_sweep(tmp_path, triton_server, model, protocol, shm, capsys):
     photo = tmp_path / "photo.png"
     Image.fromarray(photo_like(256, 256, seed=40)).save(photo)
     out = tmp_path / "results.json"
-    args = ["perf", "--url", url_of(triton_server, protocol), "--protocol", protocol, "--model", model,
+    args = ["perf", "--engine", "builtin", "--url", url_of(triton_server, protocol), "--protocol", protocol, "--model", model,
             "--resolution", str(photo), "--concurrency", "1:2", "--measurement-interval-ms", "400",
             "--max-windows", "3", "--warmup", "1", "--output", str(out)] + (["--shm"] if shm else [])
     assert main(args) == 0
