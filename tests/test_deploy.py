@@ -9,6 +9,7 @@ command the chart renders and checks the ports, probe paths, metric names and fl
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -44,7 +45,8 @@ CHECKOV_SKIPS = {
     # IfNotPresent + a pinned digest/tag is safe, and Always makes every pod start depend on the registry.
     "CKV_K8S_15": "imagePullPolicy Always",
     # tritonserver's S3/GCS/Azure clients read credentials from environment variables
-    # (modelRepository.existingSecret); keyless service-account credentials avoid the secret entirely.
+    # (modelRepository.existingSecret), and the admin key reaches tritonserver's args through the
+    # kubelet's $(VARIABLE) substitution, which only reads environment variables.
     "CKV_K8S_35": "secrets as environment variables",
 }
 
@@ -151,6 +153,15 @@ def test_default_values_render_the_acceptance_objects(rendered):
     services = find(objects, "Service")
     assert sorted(s["spec"].get("clusterIP", "") for s in services) == ["", "None"], "normal + headless Service"
     assert one(objects, "NetworkPolicy")
+    # The admin APIs are restricted as `serve` restricts them beyond loopback, the key from a Secret.
+    admin = server_facts()["adminApi"]
+    assert [a for a in admin["flags"] if a not in c["args"]] == []
+    key_env = next(e for e in c["env"] if e["name"] == admin["env"])
+    secret = one(objects, "Secret")
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "admin-key"}
+    assert len(base64.b64decode(secret["data"]["admin-key"])) == 32
+    assert not find(render({"adminApi": {"existingSecret": "mine"}}), "Secret")
+    assert not any("restricted" in a for a in container(render({"adminApi": {"restricted": False}}))["args"])
 
 
 def test_gpu_values(rendered):
@@ -322,7 +333,9 @@ def test_kserve_manifests():
         assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
         c = runtime["spec"]["containers"][0]
         gpu = name.endswith("-gpu")
-        expected = flags["common"] + ([] if gpu else flags["cpu"]) + (["--model-config-name=gpu"] if gpu else [])
+        expected = (flags["common"] + ([] if gpu else flags["cpu"]) + (["--model-config-name=gpu"] if gpu else [])
+                    + server_facts()["adminApi"]["flags"])
+        assert server_facts()["adminApi"]["env"] in {e["name"] for e in c["env"]}
         assert [f for f in expected if f not in c["args"]] == [], f"{name} lacks serve's flags"
         if gpu:
             assert not set(flags["cpu"]) & set(c["args"]) and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -423,6 +436,7 @@ def test_chart_matches_the_real_server(served_repository):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
+    from hyperthumbnail.serving.server_log import failure_reasons
     from hyperthumbnail.serving.server_process import TritonServer, free_port
     from hyperthumbnail.serving.server_runtime import prepare_runtime
 
@@ -450,14 +464,21 @@ def test_chart_matches_the_real_server(served_repository):
 
     container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert container_ports == ports
-    process = subprocess.Popen(c["command"] + c["args"], env=runtime.env, stdout=subprocess.PIPE,
+    # The kubelet's part: env from the Secret, then $(NAME) in args replaced by that variable.
+    secret = one(objects, "Secret")
+    admin_key = base64.b64decode(secret["data"]["admin-key"]).decode()
+    pod_env = {e["name"]: e["value"] if "value" in e else admin_key for e in c["env"]}
+    args = [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: pod_env[m.group(1)], a) for a in c["args"]]
+    process = subprocess.Popen(c["command"] + args, env=runtime.env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         probe = c["readinessProbe"]["httpGet"]
         while _get(f"http://127.0.0.1:{container_ports[probe['port']]}{probe['path']}")[0] != 200:
             if process.poll() is not None:
-                pytest.fail("tritonserver exited with the chart's flags:\n" + process.stdout.read().decode()[-3000:])
+                log = process.stdout.read().decode()
+                reasons = "; ".join(failure_reasons(log.splitlines())) or log[-3000:]
+                pytest.fail(f"tritonserver exited with the chart's flags: {reasons}")
             assert time.monotonic() < deadline, "not ready after 240 s"
             time.sleep(0.5)
         for name in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -491,6 +512,24 @@ def test_chart_matches_the_real_server(served_repository):
         models = server_facts()["models"]
         for model in models["requests"] + models["ensembles"]:
             assert f'model="{model}"' in metrics, f"no series for model {model}"
+
+        # The admin APIs need the Secret's key, over HTTP and gRPC; inference-side APIs stay open.
+        from hyperthumbnail.interface import ADMIN_HEADER, GRPC_ADMIN_HEADER
+
+        index = f"http://127.0.0.1:{ports['http']}/v2/repository/index"
+        refused = urllib.request.Request(index, data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(refused, timeout=5)
+        assert info.value.code in (401, 403)
+        allowed = urllib.request.Request(index, data=b"{}", method="POST", headers={ADMIN_HEADER: admin_key})
+        with urllib.request.urlopen(allowed, timeout=5) as resp:
+            assert resp.status == 200 and b"hyperthumbnail_decode" in resp.read()
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+        with pytest.raises(Exception, match="(?i)permission|denied|unauth|restricted"):
+            grpc.get_model_repository_index()
+        assert grpc.get_model_repository_index(headers={GRPC_ADMIN_HEADER: admin_key})
+        assert grpc.get_model_metadata("hyperthumbnail_decode")
+        grpc.close()
 
         # SIGTERM (what the kubelet sends after preStop) drains and exits within the grace period.
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
