@@ -323,6 +323,8 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set, protocol):
         expected = client.encode(image)
     victim = replica_set.replicas[0]
     restarts = victim.restarts
+    copies = list(victim.localized)  # its copy of the s3:// repository in /tmp/folderXXXXXX
+    assert copies and all(path.is_dir() for path in copies)
     local = threading.local()
     done, failures, mismatches = [0], [], [0]
     killed = threading.Event()
@@ -350,6 +352,7 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set, protocol):
     while victim.restarts == restarts:
         assert time.monotonic() < deadline, f"replica not restarted within 2 minutes: {replica_set.events}"
         time.sleep(0.5)
+    assert not any(path.exists() for path in copies)  # a killed server cannot remove them; the supervisor did
     # back in rotation: nginx retries it after fail_timeout; it serves requests again
     deadline = time.monotonic() + 30
     with HyperThumbnailClient(url, protocol=protocol) as client:
