@@ -38,6 +38,25 @@ pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+def metrics_ports(count: int = 2) -> int:
+    """A base port with `count` free ports from it: replica i serves metrics on base + i."""
+    import socket
+
+    def free(port: int) -> bool:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    while True:
+        base = free_port()
+        if all(free(base + offset) for offset in range(1, count)):
+            return base
+
+
 def _moto_server_binary() -> str:
     path = Path(sys.executable).parent / "moto_server"
     if not path.exists():
@@ -87,7 +106,7 @@ def admin_key() -> str:
 @pytest.fixture(scope="module")
 def replica_set(published, admin_key):
     log: list[str] = []
-    replicas = ReplicaSet(published, 2, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+    replicas = ReplicaSet(published, 2, http_port=free_port(), grpc_port=free_port(), metrics_port=metrics_ports(),
                           admin_key=admin_key, log_callback=log.append, restart_backoff_s=(1,))
     replicas.log_lines = log
     started = time.monotonic()
@@ -304,6 +323,8 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set, protocol):
         expected = client.encode(image)
     victim = replica_set.replicas[0]
     restarts = victim.restarts
+    copies = list(victim.localized)  # its copy of the s3:// repository in /tmp/folderXXXXXX
+    assert copies and all(path.is_dir() for path in copies)
     local = threading.local()
     done, failures, mismatches = [0], [], [0]
     killed = threading.Event()
@@ -331,6 +352,7 @@ def test_killing_a_replica_under_load_loses_no_request(replica_set, protocol):
     while victim.restarts == restarts:
         assert time.monotonic() < deadline, f"replica not restarted within 2 minutes: {replica_set.events}"
         time.sleep(0.5)
+    assert not any(path.exists() for path in copies)  # a killed server cannot remove them; the supervisor did
     # back in rotation: nginx retries it after fail_timeout; it serves requests again
     deadline = time.monotonic() + 30
     with HyperThumbnailClient(url, protocol=protocol) as client:
@@ -361,7 +383,7 @@ def test_publish_and_serve_replicas_cli(s3_endpoint, served_repository, tmp_path
     env = dict(os.environ, HYPERTHUMBNAIL_ADMIN_KEY=admin_key)
     proc = subprocess.Popen([sys.executable, "-m", "hyperthumbnail", "serve", "--model-repository", uri,
                              "--replicas", "2", "--quiet", "--http-port", str(http), "--grpc-port", str(grpc),
-                             "--metrics-port", str(free_port())],
+                             "--metrics-port", str(metrics_ports())],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         lines = []
@@ -370,7 +392,9 @@ def test_publish_and_serve_replicas_cli(s3_endpoint, served_repository, tmp_path
             if "Ctrl+C to stop" in line:
                 break
         text = "".join(lines)
-        assert "2 Triton replicas are ready behind nginx" in text, text
+        if "2 Triton replicas are ready behind nginx" not in text:
+            proc.kill()
+            pytest.fail(f"serve --replicas 2 did not start: {text}{proc.communicate(timeout=30)[1][-3000:]}")
         assert "admin key: as given" in text and admin_key not in text
         with HyperThumbnailClient(f"127.0.0.1:{http}") as client:
             assert len(client.encode(photo_like(64, 48))) > 0
