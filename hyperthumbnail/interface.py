@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL", "ENCODE_MODEL", "ENSEMBLES",
-    "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
+    "ADMIN_HEADER", "ADMIN_KEY_ENV", "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL",
+    "ENCODE_MODEL", "ENSEMBLES", "GRPC_ADMIN_HEADER", "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
 ]
 
 # ---------------------------------------------------------------------------- limits
@@ -25,6 +25,13 @@ DECODE_MODEL = "hyperthumbnail_decode"  # ensemble: .jpg bytes -> photo
 ENSEMBLES = (ENCODE_MODEL, DECODE_MODEL)  # what a client waits for
 ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
 NEURAL_MODELS = ("encoder", "qpm", "decoder")  # exported graphs (ONNX / TensorRT)
+
+# ---------------------------------------------------------------------------- the admin key
+# Restricted admin APIs (serving/server_flags.py) want the operator's key in a request header;
+# over gRPC, Triton expects restricted headers under its own prefix.
+ADMIN_HEADER = "admin-key"
+GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER
+ADMIN_KEY_ENV = "HYPERTHUMBNAIL_ADMIN_KEY"  # where `serve`, the SDK and `perf` look for the key
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,6 @@ MODELS: dict[str, ModelSpec] = {
     "jpeg_encode": ModelSpec((_QUANTIZED, _TABLES, _HR_SIZE, _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
     "jpeg_decode": ModelSpec((_THUMBNAIL,), (_QUANTIZED, _TABLES, _HR_SIZE, _ICC_OUT, _EXIF_OUT)),
     "decoder": ModelSpec((_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64)),
-                         (_t("image", "FP32", 3, -1, -1),)),
-    "postprocess": ModelSpec((_IMAGE_F32, _HR_SIZE), (_IMAGE,)),
+                         (_t("image", "UINT8", -1, -1, 3),)),  # padded; the graphs end in uint8
+    "postprocess": ModelSpec((_t("IMAGE_PADDED", "UINT8", -1, -1, 3), _HR_SIZE), (_IMAGE,)),
 }

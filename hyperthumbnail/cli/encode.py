@@ -64,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     h, w = image.shape[:2]
     print(f"{args.output}: {len(data)} bytes, {bpp(len(data), w, h):.4f} bpp for {w}x{h}, "
-          f"encoded in {elapsed * 1e3:.0f} ms ({args.runtime})" + (f"; {encoder.note}" if encoder.note else ""))
+          f"encoded in {elapsed * 1e3:.0f} ms ({pipeline.describe()})" + (f"; {encoder.note}" if encoder.note else ""))
     return 0

@@ -37,14 +37,17 @@ __all__ = ["AsyncHyperThumbnailClient"]
 class AsyncHyperThumbnailClient:
     """asyncio twin of `HyperThumbnailClient` (same arguments, `await` every call, `async with`)."""
 
-    def __init__(self, url: str | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
-                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False):
-        self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size)
+    def __init__(self, url: str | Sequence[str] | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
+                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False,
+                 admin_key: str | None = None, retries: int | None = None):
+        self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size, admin_key, retries)
         aio = importlib.import_module(f"tritonclient.{protocol}.aio")
         if protocol == "http":
-            self.triton = aio.InferenceServerClient(self.options.url, verbose=verbose, conn_timeout=timeout_s)
+            self.tritons = [aio.InferenceServerClient(u, verbose=verbose, conn_timeout=timeout_s) for u in self.options.urls]
         else:
-            self.triton = aio.InferenceServerClient(self.options.url, verbose=verbose)
+            self.tritons = [aio.InferenceServerClient(u, verbose=verbose) for u in self.options.urls]
+        self.triton = self.tritons[0]
+        self._turn = 0  # round robin position
 
     async def encode(self, image: np.ndarray, table_scale: float | None = None, metadata: Metadata | None = None
                ) -> bytes:
@@ -110,26 +113,29 @@ class AsyncHyperThumbnailClient:
         return scatter(len(jpegs), groups, await asyncio.gather(*(one(g) for g in groups)))
 
     async def is_ready(self) -> bool:
-        """The server is up and both ensembles are ready."""
+        """A server is up and both ensembles are ready (with several urls: at least one server)."""
         kwargs = self.options.call_kwargs
-        try:
-            if not await self.triton.is_server_ready(**kwargs):
-                return False
-            return all([await self.triton.is_model_ready(model, **kwargs) for model in ENSEMBLES])
-        except TRANSLATED:
-            return False
+        for triton in self.tritons:
+            try:
+                if await triton.is_server_ready(**kwargs) and all(
+                        [await triton.is_model_ready(model, **kwargs) for model in ENSEMBLES]):
+                    return True
+            except TRANSLATED:
+                continue
+        return False
 
     async def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Wait until `is_ready()`, or raise ServerUnavailableError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while not await self.is_ready():
             if time.monotonic() > deadline:
-                raise ServerUnavailableError(f"{self.options.protocol} server at {self.options.url} "
+                raise ServerUnavailableError(f"{self.options.protocol} server at {','.join(self.options.urls)} "
                                              f"not ready after {timeout:g} s")
             await asyncio.sleep(0.25)
 
     async def close(self) -> None:
-        await self.triton.close()
+        for triton in self.tritons:
+            await triton.close()
 
     async def __aenter__(self) -> AsyncHyperThumbnailClient:
         return self
@@ -138,27 +144,41 @@ class AsyncHyperThumbnailClient:
         await self.close()
 
     async def _run(self, request: Request) -> list:
-        """Register the request's shm regions, infer, read the results, unregister and free the regions."""
-        kwargs = self.options.call_kwargs
+        """Send the request to the next server; on ServerUnavailableError resend it to the one after."""
+        try:
+            for attempt in range(self.options.retries + 1):
+                triton = self.tritons[self._turn % len(self.tritons)]
+                self._turn += 1
+                try:
+                    return await self._run_on(triton, request)
+                except ServerUnavailableError as exc:
+                    if not exc.retryable or attempt == self.options.retries:
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            request.release()
+
+    async def _run_on(self, triton, request: Request) -> list:
+        """Register the request's shm regions, infer, read the results, unregister the regions."""
+        kwargs, admin = self.options.call_kwargs, self.options.admin_kwargs
         registered = []
         try:
             for region in request.regions:
-                await self.triton.register_system_shared_memory(region.name, region.key, region.byte_size, **kwargs)
+                await triton.register_system_shared_memory(region.name, region.key, region.byte_size, **admin)
                 registered.append(region)
-            result = await self.triton.infer(request.model, request.inputs, outputs=request.outputs, **kwargs)
+            result = await triton.infer(request.model, request.inputs, outputs=request.outputs, **kwargs)
             return request.read(result)
         except TRANSLATED as exc:
             raise translate(exc) from exc
         finally:
             for region in registered:
-                await self._unregister(region.name, kwargs)
-            request.release()
+                await self._unregister(triton, region.name, admin)
 
-    async def _unregister(self, name: str, kwargs: dict) -> None:
+    async def _unregister(self, triton, name: str, kwargs: dict) -> None:
         """Unregister a region, retrying while the server still holds it for the finished request."""
         for delay in UNREGISTER_RETRY_DELAYS_S:
             try:
-                await self.triton.unregister_system_shared_memory(name, **kwargs)
+                await triton.unregister_system_shared_memory(name, **kwargs)
                 return
             except TRANSLATED as exc:
                 if not region_in_use(exc):

@@ -32,11 +32,14 @@ __all__ = [
     "batch_slices",
     "check_positive",
     "check_table_scale",
+    "crop_batch",
+    "crop_image",
     "decode_thumbnail",
     "decode_thumbnail_batch",
     "encode_thumbnail",
     "encode_thumbnail_batch",
     "metadata_batch",
+    "pad_photo",
     "postprocess",
     "postprocess_batch",
     "preprocess",
@@ -52,9 +55,13 @@ class StepError(ValueError):
 # ----------------------------------------------------------------------------- pixels
 
 
-def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
-               ) -> tuple[np.ndarray, tuple[int, int]]:
-    """HxWx3 uint8 RGB -> ((3, H', W') float32 in [0, 1] edge-padded to multiples of 8*scale, (W, H))."""
+def pad_photo(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+              ) -> tuple[np.ndarray, tuple[int, int]]:
+    """HxWx3 uint8 RGB, checked -> (HxWx3 uint8 edge-padded to multiples of 8*scale, (W, H)).
+
+    The tiled encoder (`runtime.tiling`) converts each tile to float itself: a whole 48 MP photo
+    in float32 CHW would be 580 MB.
+    """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise StepError(f"expected an HxWx3 RGB image, got shape {image.shape}")
@@ -68,10 +75,16 @@ def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_M
     if max(thumbnail_size((width, height), scale)) > MAX_JPEG_SIDE:  # refuse before the encoder runs
         raise StepError(f"image is {width}x{height}: its thumbnail at scale {scale} would exceed JPEG's "
                         f"{MAX_JPEG_SIDE}-pixel side limit")
-    padded = pad_to_multiple(image, 8 * scale)
+    return pad_to_multiple(image, 8 * scale), (width, height)
+
+
+def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+               ) -> tuple[np.ndarray, tuple[int, int]]:
+    """HxWx3 uint8 RGB -> ((3, H', W') float32 in [0, 1] edge-padded to multiples of 8*scale, (W, H))."""
+    padded, size = pad_photo(image, scale, max_pixels)
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
-    chw /= np.float32(255.0)
-    return chw, (width, height)
+    chw /= np.float32(255.0)  # runtime.tiling.encode_tiled converts its tiles the same way
+    return chw, size
 
 
 def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
@@ -89,6 +102,17 @@ def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
     np.fmax(pixels, 0, out=pixels)  # fmax also maps NaN to 0
     np.minimum(pixels, 255, out=pixels)
     return np.ascontiguousarray(pixels.astype(np.uint8).transpose(1, 2, 0))
+
+
+def crop_image(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
+    """Padded HxWx3 uint8 (a decoder that ends in uint8) -> exactly hr_size = (W, H), contiguous."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise StepError(f"expected a padded HxWx3 uint8 image, got {image.dtype} {image.shape}")
+    try:
+        return np.ascontiguousarray(crop_to(image, int(hr_size[0]), int(hr_size[1])))
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
 
 
 def check_positive(values: np.ndarray, batch: int, name: str) -> np.ndarray:
@@ -202,6 +226,13 @@ def postprocess_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
     if len(images) != len(hr_sizes):
         raise StepError(f"{len(images)} images but {len(hr_sizes)} HR sizes")
     return _stack([postprocess(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
+
+
+def crop_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
+    """(B, H', W', 3) uint8 + (B, 2) sizes -> (B, H, W, 3) uint8 (all sizes in a request must agree)."""
+    if len(images) != len(hr_sizes):
+        raise StepError(f"{len(images)} images but {len(hr_sizes)} HR sizes")
+    return _stack([crop_image(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
 
 
 def encode_thumbnail_batch(quantized: np.ndarray, tables: np.ndarray, hr_sizes: np.ndarray, scale: int) -> np.ndarray:
