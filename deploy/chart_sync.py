@@ -10,6 +10,8 @@
 * `paths`: the health and metrics paths of `server_flags` (probes, ServiceMonitor).
 * `models`: the served models of `hyperthumbnail.interface` that the rules count as requests, and
   the ensembles among them.
+* `adminApi`: `server_flags.restricted_api_flags` with the key left as `$(VARIABLE)`, which the
+  kubelet replaces in container args with that environment variable (the key, from a Secret).
 
 A change in those sources fails `tests/test_deploy.py` until the file is regenerated
 (`make chart-sync`). No torch import: this runs anywhere the package is installed.
@@ -51,6 +53,8 @@ def facts() -> dict:
                   "metrics": server_flags.METRICS_PATH},
         "models": {"requests": [*interface.ENSEMBLES, interface.ENCODE_AT_BPP_MODEL],
                    "ensembles": list(interface.ENSEMBLES)},
+        "adminApi": {"env": interface.ADMIN_KEY_ENV, "header": interface.ADMIN_HEADER,
+                     "flags": server_flags.restricted_api_flags(f"$({interface.ADMIN_KEY_ENV})")},
     }
 
 

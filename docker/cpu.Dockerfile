@@ -9,8 +9,10 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# The serving dependencies of the Python-backend models, at the versions the test suite runs.
-RUN pip install numpy==1.26.4 pillow==13.0.0 jpeglib==1.0.2 onnxruntime==1.32.0 nvidia-pytriton==0.7.0
+# The Python-backend models' dependencies (OpenVINO runs the neural steps by default, onnxruntime on
+# request), at the versions the test suite runs.
+RUN pip install numpy==1.26.4 pillow==13.0.0 jpeglib==1.0.2 onnxruntime==1.32.0 openvino==2026.4.1 \
+    nvidia-pytriton==0.7.0
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY hyperthumbnail ./hyperthumbnail

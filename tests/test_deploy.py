@@ -9,6 +9,7 @@ command the chart renders and checks the ports, probe paths, metric names and fl
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import Any
 
 import pytest
 
-helm = pytest.importorskip("helm_python", reason="pip install -e '.[dev]' (helm-python-sdk)")
+pytest.importorskip("helm_python", reason="pip install -e '.[dev]' (helm-python-sdk)")
 import kubernetes_validate  # noqa: E402
 import yaml  # noqa: E402
 
@@ -44,7 +45,8 @@ CHECKOV_SKIPS = {
     # IfNotPresent + a pinned digest/tag is safe, and Always makes every pod start depend on the registry.
     "CKV_K8S_15": "imagePullPolicy Always",
     # tritonserver's S3/GCS/Azure clients read credentials from environment variables
-    # (modelRepository.existingSecret); keyless service-account credentials avoid the secret entirely.
+    # (modelRepository.existingSecret), and the admin key reaches tritonserver's args through the
+    # kubelet's $(VARIABLE) substitution, which only reads environment variables.
     "CKV_K8S_35": "secrets as environment variables",
 }
 
@@ -64,10 +66,24 @@ MATRIX: dict[str, dict[str, Any]] = {
 }
 
 
+class HelmError(Exception):
+    """Helm refused the chart or its values (the SDK's HelmError, from the helper process)."""
+
+
+def helm_call(op: str, **request: Any) -> Any:
+    """One Helm SDK call in its own process (tests/deploy/helm_call.py says why)."""
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "deploy" / "helm_call.py")], check=True,
+                         input=json.dumps({"op": op, "chart": str(CHART), "namespace": NAMESPACE, **request}),
+                         capture_output=True, text=True, timeout=120)
+    reply = json.loads(out.stdout)
+    if "helm_error" in reply:
+        raise HelmError(reply["helm_error"])
+    return reply["result"]
+
+
 def render(values: dict[str, Any]) -> list[dict[str, Any]]:
     """The chart's objects for these values (as `helm template`)."""
-    with helm.Chart.load(CHART) as chart:
-        out = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    out = helm_call("render", values=values, name=RELEASE)
     return [doc for path, text in out.items() if not path.endswith("NOTES.txt")
             for doc in yaml.safe_load_all(text) if doc]
 
@@ -118,7 +134,7 @@ def test_generated_file_matches_the_package():
 @pytest.mark.parametrize("case", MATRIX)
 def test_helm_lint_clean(case):
     for kube in KUBE_VERSIONS:
-        report = helm.lint(CHART, MATRIX[case], strict=True, kube_version=f"v{kube}.0", namespace=NAMESPACE)
+        report = helm_call("lint", values=MATRIX[case], kube_version=f"v{kube}.0")
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert not problems, problems
 
@@ -151,6 +167,15 @@ def test_default_values_render_the_acceptance_objects(rendered):
     services = find(objects, "Service")
     assert sorted(s["spec"].get("clusterIP", "") for s in services) == ["", "None"], "normal + headless Service"
     assert one(objects, "NetworkPolicy")
+    # The admin APIs are restricted as `serve` restricts them beyond loopback, the key from a Secret.
+    admin = server_facts()["adminApi"]
+    assert [a for a in admin["flags"] if a not in c["args"]] == []
+    key_env = next(e for e in c["env"] if e["name"] == admin["env"])
+    secret = one(objects, "Secret")
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "admin-key"}
+    assert len(base64.b64decode(secret["data"]["admin-key"])) == 32
+    assert not find(render({"adminApi": {"existingSecret": "mine"}}), "Secret")
+    assert not any("restricted" in a for a in container(render({"adminApi": {"restricted": False}}))["args"])
 
 
 def test_gpu_values(rendered):
@@ -224,7 +249,7 @@ def test_prometheus_adapter_rule_serves_the_hpa_metric(rendered):
     ({"modelRepository": {"pvc": {"claimName": "models"}}}, "set exactly one of uri"),
 ])
 def test_bad_values_are_refused_with_the_reason(values, message):
-    with pytest.raises(helm.HelmError, match=None) as info:
+    with pytest.raises(HelmError) as info:
         render(values)
     assert message in str(info.value)
 
@@ -293,35 +318,54 @@ def test_crd_objects_match_their_crds(rendered):
         check_crd_object(bad)
 
 
+def runtime_pod(runtime: dict) -> dict:
+    spec = runtime["spec"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": runtime["metadata"]["name"]},
+            "spec": {"containers": spec["containers"], "volumes": spec["volumes"],
+                     **({"tolerations": spec["tolerations"]} if "tolerations" in spec else {})}}
+
+
 def test_kserve_manifests():
     """No installed package has KServe's CRD schemas: check the pod parts against the core schemas
-    (strict) and the rest against what KServe's Triton runtime expects."""
+    (strict) and the rest against what KServe's Triton runtime and our chart expect."""
     objects = kserve_objects()
-    runtime, isvc = one(objects, "ServingRuntime"), one(objects, "InferenceService")
-    assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1" and isvc["apiVersion"] == "serving.kserve.io/v1beta1"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "runtime"},
-           "spec": {"containers": runtime["spec"]["containers"], "volumes": runtime["spec"]["volumes"]}}
+    runtimes = {r["metadata"]["name"]: r for r in find(objects, "ServingRuntime")}
+    assert set(runtimes) == {"hyperthumbnail-triton-cpu", "hyperthumbnail-triton-gpu"}
+    isvc = one(objects, "InferenceService")
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
     kserve_fields = ("minReplicas", "maxReplicas", "autoScaling", "model", "scaleMetric", "scaleTarget")
     predictor = {k: v for k, v in isvc["spec"]["predictor"].items() if k not in kserve_fields}
     predictor_pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"},
                      "spec": {**predictor, "containers": [{"name": "kserve-container"}]}}
     for kube in KUBE_VERSIONS:
-        kubernetes_validate.validate(pod, kube, strict=True)
         kubernetes_validate.validate(predictor_pod, kube, strict=True)
-    args = runtime["spec"]["containers"][0]["args"]
+        for runtime in runtimes.values():
+            kubernetes_validate.validate(runtime_pod(runtime), kube, strict=True)
     flags = server_facts()["flags"]
-    missing = [f for f in flags["common"] + flags["cpu"] if f not in args]
-    assert not missing, f"ServingRuntime lacks serve's flags {missing}"
-    assert "--model-repository=/mnt/models" in args and "--http-port=8080" in args and "--grpc-port=9000" in args
+    paths = server_facts()["paths"]
+    for name, runtime in runtimes.items():
+        assert runtime["apiVersion"] == "serving.kserve.io/v1alpha1"
+        c = runtime["spec"]["containers"][0]
+        gpu = name.endswith("-gpu")
+        expected = (flags["common"] + ([] if gpu else flags["cpu"]) + (["--model-config-name=gpu"] if gpu else [])
+                    + server_facts()["adminApi"]["flags"])
+        assert server_facts()["adminApi"]["env"] in {e["name"] for e in c["env"]}
+        assert [f for f in expected if f not in c["args"]] == [], f"{name} lacks serve's flags"
+        if gpu:
+            assert not set(flags["cpu"]) & set(c["args"]) and c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert {"--model-repository=/mnt/models", "--http-port=8080", "--grpc-port=9000"} <= set(c["args"])
+        assert [c[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")] == [
+            paths["ready"], paths["live"], paths["ready"]]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        shm = next(v for v in runtime["spec"]["volumes"] if v["name"] == mounts["/dev/shm"])
+        assert shm["emptyDir"]["medium"] == "Memory"
+        assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     model = isvc["spec"]["predictor"]["model"]
-    assert model["runtime"] == runtime["metadata"]["name"]
+    runtime = runtimes[model["runtime"]]
     assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
     metric = isvc["spec"]["predictor"]["autoScaling"]["metrics"][0]["external"]["metric"]
     assert metric["query"].startswith("avg(hyperthumbnail:queue_seconds_per_request:rate1m{")
-    mounts = {m["mountPath"]: m["name"] for m in runtime["spec"]["containers"][0]["volumeMounts"]}
-    shm = next(v for v in runtime["spec"]["volumes"] if v["name"] == mounts["/dev/shm"])
-    assert shm["emptyDir"]["medium"] == "Memory"
 
 
 # ----------------------------------------------------------------------------- linters
@@ -406,6 +450,7 @@ def test_chart_matches_the_real_server(served_repository):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
+    from hyperthumbnail.serving.server_log import failure_reasons
     from hyperthumbnail.serving.server_process import TritonServer, free_port
     from hyperthumbnail.serving.server_runtime import prepare_runtime
 
@@ -433,14 +478,21 @@ def test_chart_matches_the_real_server(served_repository):
 
     container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert container_ports == ports
-    process = subprocess.Popen(c["command"] + c["args"], env=runtime.env, stdout=subprocess.PIPE,
+    # The kubelet's part: env from the Secret, then $(NAME) in args replaced by that variable.
+    secret = one(objects, "Secret")
+    admin_key = base64.b64decode(secret["data"]["admin-key"]).decode()
+    pod_env = {e["name"]: e["value"] if "value" in e else admin_key for e in c["env"]}
+    args = [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: pod_env[m.group(1)], a) for a in c["args"]]
+    process = subprocess.Popen(c["command"] + args, env=runtime.env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
         probe = c["readinessProbe"]["httpGet"]
         while _get(f"http://127.0.0.1:{container_ports[probe['port']]}{probe['path']}")[0] != 200:
             if process.poll() is not None:
-                pytest.fail("tritonserver exited with the chart's flags:\n" + process.stdout.read().decode()[-3000:])
+                log = process.stdout.read().decode()
+                reasons = "; ".join(failure_reasons(log.splitlines())) or log[-3000:]
+                pytest.fail(f"tritonserver exited with the chart's flags: {reasons}")
             assert time.monotonic() < deadline, "not ready after 240 s"
             time.sleep(0.5)
         for name in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -474,6 +526,24 @@ def test_chart_matches_the_real_server(served_repository):
         models = server_facts()["models"]
         for model in models["requests"] + models["ensembles"]:
             assert f'model="{model}"' in metrics, f"no series for model {model}"
+
+        # The admin APIs need the Secret's key, over HTTP and gRPC; inference-side APIs stay open.
+        from hyperthumbnail.interface import ADMIN_HEADER, GRPC_ADMIN_HEADER
+
+        index = f"http://127.0.0.1:{ports['http']}/v2/repository/index"
+        refused = urllib.request.Request(index, data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(refused, timeout=5)
+        assert info.value.code in (401, 403)
+        allowed = urllib.request.Request(index, data=b"{}", method="POST", headers={ADMIN_HEADER: admin_key})
+        with urllib.request.urlopen(allowed, timeout=5) as resp:
+            assert resp.status == 200 and b"hyperthumbnail_decode" in resp.read()
+        grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{ports['grpc']}")
+        with pytest.raises(Exception, match="(?i)permission|denied|unauth|restricted"):
+            grpc.get_model_repository_index()
+        assert grpc.get_model_repository_index(headers={GRPC_ADMIN_HEADER: admin_key})
+        assert grpc.get_model_metadata("hyperthumbnail_decode")
+        grpc.close()
 
         # SIGTERM (what the kubelet sends after preStop) drains and exits within the grace period.
         grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]

@@ -64,6 +64,11 @@ app.kubernetes.io/component: inference-server
 {{- end }}
 {{- end }}
 
+{{/* The Secret holding the admin key of the restricted APIs. */}}
+{{- define "hyperthumbnail.adminSecret" -}}
+{{- default (printf "%s-admin" (include "hyperthumbnail.fullname" .)) .Values.adminApi.existingSecret }}
+{{- end }}
+
 {{/* Prometheus label matchers that select this release's Triton series. */}}
 {{- define "hyperthumbnail.seriesSelector" -}}
 {{- default (printf "namespace=%q, job=%q" .Release.Namespace (include "hyperthumbnail.fullname" .)) .Values.monitoring.seriesSelector }}
