@@ -551,3 +551,28 @@ def test_cli_acceptance_through_the_server(capsys, tmp_path, triton_server, prot
     cli(capsys, "decode", stripped, "-o", tmp_path / "s.png", "--scale", "4", "--size", "62x100", "--url", url,
         "--protocol", protocol)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "s.png")), np.asarray(Image.open(restored)))
+
+
+@pytest.mark.server
+def test_async_sdk_carries_metadata(triton_server, tmp_path):
+    """AsyncHyperThumbnailClient: encode(metadata=...) and decode_with_metadata, and a stripped decode."""
+    import asyncio
+
+    from hyperthumbnail.client import AsyncHyperThumbnailClient
+
+    require(ADOBE_RGB)
+    _, photo_path = camera_photo(tmp_path / "IMG_0004.jpg")
+    image, metadata = load_image_with_metadata(photo_path)
+
+    async def main():
+        async with AsyncHyperThumbnailClient(triton_server.grpc_url, protocol="grpc") as client:
+            jpeg = await client.encode(image, metadata=metadata)
+            restored, back = await client.decode_with_metadata(jpeg)
+            stripped = jpegtran(jpeg, tmp_path, "-copy", "none")
+            again = await client.decode(stripped, scale=4, size=(62, 100))
+            return jpeg, restored, back, again
+
+    jpeg, restored, back, again = asyncio.run(main())
+    assert back.icc_profile == metadata.icc_profile and back.xmp == metadata.xmp
+    assert back == read_metadata(jpeg) and restored.shape == (100, 62, 3)
+    assert np.array_equal(again, restored)
