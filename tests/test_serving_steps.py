@@ -174,12 +174,15 @@ def test_interface_of_the_ensembles():
     models = configs(repository.template_dir(), gpu=False)
     enc, dec = models["hyperthumbnail_encode"], models["hyperthumbnail_decode"]
     uint8, string, fp32 = model_config_pb2.TYPE_UINT8, model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
-    # IMAGE, plus the optional rate-control input (requests without it keep working)
+    # IMAGE, plus the optional rate-control and metadata inputs (requests without them keep working)
     assert [(t.name, t.data_type, list(t.dims), t.optional) for t in enc.input] == [
-        ("IMAGE", uint8, [-1, -1, 3], False), ("TABLE_SCALE", fp32, [1], True)]
+        ("IMAGE", uint8, [-1, -1, 3], False), ("TABLE_SCALE", fp32, [1], True),
+        ("ICC_PROFILE", string, [1], True), ("EXIF", string, [1], True)]
     assert [(t.name, t.data_type, list(t.dims)) for t in enc.output] == [("THUMBNAIL", string, [1])]
     assert [(t.name, t.data_type, list(t.dims)) for t in dec.input] == [("THUMBNAIL", string, [1])]
-    assert [(t.name, t.data_type, list(t.dims)) for t in dec.output] == [("IMAGE", uint8, [-1, -1, 3])]
+    # IMAGE, plus the metadata the thumbnail carries (a client asking for IMAGE only gets IMAGE)
+    assert [(t.name, t.data_type, list(t.dims)) for t in dec.output] == [
+        ("IMAGE", uint8, [-1, -1, 3]), ("ICC_PROFILE", string, [1]), ("EXIF", string, [1])]
 
 
 def test_gpu_model_conversion(tmp_path):

@@ -109,18 +109,23 @@ class PostprocessModel(_PythonModel):
 
 
 class JpegEncodeModel(_PythonModel):
-    """QUANTIZED int32 + TABLES int32 + HR_SIZE -> THUMBNAIL (B, 1) .jpg bytes (Huffman coding)."""
+    """QUANTIZED int32 + TABLES int32 + HR_SIZE [+ ICC_PROFILE, EXIF (B, 1) bytes] -> THUMBNAIL (B, 1)
+    .jpg bytes (Huffman coding; the metadata as APP2/APP1 segments)."""
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
 
     def run(self, inputs):
-        return {"THUMBNAIL": steps.encode_thumbnail_batch(inputs["QUANTIZED"], inputs["TABLES"],
-                                                          inputs["HR_SIZE"], self.scale)}
+        thumbnails = steps.encode_thumbnail_batch(inputs["QUANTIZED"], inputs["TABLES"], inputs["HR_SIZE"], self.scale)
+        if "ICC_PROFILE" in inputs or "EXIF" in inputs:  # optional: the photo's metadata
+            thumbnails = steps.attach_metadata_batch(thumbnails, inputs.get("ICC_PROFILE"), inputs.get("EXIF"),
+                                                     inputs["HR_SIZE"])
+        return {"THUMBNAIL": thumbnails}
 
 
 class JpegDecodeModel(_PythonModel):
-    """THUMBNAIL (B, 1) .jpg bytes -> QUANTIZED int32, TABLES int32, HR_SIZE int32."""
+    """THUMBNAIL (B, 1) .jpg bytes -> QUANTIZED int32, TABLES int32, HR_SIZE int32, ICC_PROFILE and
+    EXIF (B, 1) bytes (b"" where the thumbnail has none)."""
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
@@ -128,7 +133,8 @@ class JpegDecodeModel(_PythonModel):
 
     def run(self, inputs):
         quantized, tables, hr_size = steps.decode_thumbnail_batch(inputs["THUMBNAIL"], self.scale, self.max_pixels)
-        return {"QUANTIZED": quantized, "TABLES": tables, "HR_SIZE": hr_size}
+        icc_profile, exif = steps.metadata_batch(inputs["THUMBNAIL"])
+        return {"QUANTIZED": quantized, "TABLES": tables, "HR_SIZE": hr_size, "ICC_PROFILE": icc_profile, "EXIF": exif}
 
 
 class EncodeAtBppModel(_PythonModel):
