@@ -164,3 +164,16 @@ def test_graph_set_encodes_and_decodes_tiled_like_untiled(graphs, runtime, monke
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
     assert results[0][1].shape == image.shape and results[0][1].dtype == np.uint8
+
+
+def test_cache_key_matches_the_exporter_without_importing_it():
+    import subprocess
+    import sys
+
+    from hyperthumbnail.export.onnx_export import export_code_hash as exporter_hash
+    from hyperthumbnail.runtime.graphs import export_code_hash
+
+    assert export_code_hash() == exporter_hash()
+    # The graph path of the CLI starts without torch (seconds of imports on a small machine).
+    code = "import sys, hyperthumbnail.pipeline, hyperthumbnail.runtime.graphs; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -12,6 +12,7 @@ decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -28,10 +29,18 @@ __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_g
            "graph_precisions", "load_onnx_graphs", "make_runner"]
 
 
+def export_code_hash() -> str:
+    """`export.onnx_export.export_code_hash` without importing the exporter (torch, onnx: seconds
+    at every CLI start); tests/test_runtime_openvino.py checks the two agree."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*(package / "model").glob("*.py"), package / "export" / "onnx_export.py"]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def graph_cache_dir(weights: Path) -> Path:
     """Exported graphs are cached per weights file and export code (by content hashes)."""
-    from ..export.onnx_export import export_code_hash
-
     root = Path(os.environ.get("HYPERTHUMBNAIL_CACHE", Path.home() / ".cache" / "hyperthumbnail"))
     return root / "onnx" / f"{file_sha256(weights)[:16]}-{export_code_hash()[:8]}"
 
@@ -63,6 +72,21 @@ def load_graphs(weights: Path, runtime: str = "openvino", precision: str = "auto
     return Graphs(cache, scale, runtime, precision, threads, tile_pixels)
 
 
+class _LazyRunners(dict):
+    """Runners made on first use: a decode never loads (compiles) the encoder, nor an encode the
+    decoder (seconds of every CLI start, and their memory)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, name: str):
+        if name not in GRAPH_FILES:
+            raise KeyError(name)
+        self[name] = runner = self._make(name)
+        return runner
+
+
 class Graphs:
     """encoder / qpm / decoder of one exported graph directory, ready to run."""
 
@@ -73,8 +97,11 @@ class Graphs:
         self.runtime = runtime
         self.precisions = graph_precisions(runtime, precision)
         self.tile_pixels = tile_pixels
-        self.runners = {name: make_runner(self.dir / f"{name}.onnx", runtime, self.precisions[name], threads)
-                        for name in GRAPH_FILES}
+        for name in GRAPH_FILES:
+            if not (self.dir / f"{name}.onnx").is_file():
+                raise FileNotFoundError(f"graph not found: {self.dir / f'{name}.onnx'}")
+        self.runners = _LazyRunners(lambda name: make_runner(self.dir / f"{name}.onnx", runtime,
+                                                             self.precisions[name], threads))
 
     def describe(self) -> str:
         """e.g. 'openvino (encoder bf16, qpm f32, ...)', for logs and benchmark records."""

@@ -1,4 +1,4 @@
-"""Tiled encoder and decoder body: memory bounded by the tile, output IDENTICAL to untiled.
+"""Tiled encoder and decoder: memory bounded by the tile, output IDENTICAL to untiled.
 
 Each tile is computed with a margin at least the receptive field of the graph on every side
 that is not the image border, and only its core is kept: every kept value then sees exactly the
@@ -7,8 +7,10 @@ encoder U-Net's /4 stride, so strided convolutions, pixel (un)shuffles and JPEG 
 
 Only the convolutional parts tile. The QPM averages its MLP over all blocks of the image (the
 tables are image-wide), so it runs once on the whole coefficient array (small: 1/16 of the HR
-pixels at scale 4). The decoder's coefficient branch has a receptive field of ~35 blocks; it
-runs untiled too (at block resolution it is cheap) and only the decoder body is tiled.
+pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`) has a
+receptive field of ~35 blocks, too wide to tile without recomputing most of it, so it runs on
+the whole image (at block resolution; ~1 GB at 48 MP), and the decoder body in tiles with a
+5-block margin.
 """
 from __future__ import annotations
 
@@ -58,6 +60,18 @@ def _splits(length: int, parts: int) -> list[tuple[int, int]]:
     return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
+def _axis_plans(length: int, margin: int) -> dict[int, tuple[int, int, list[tuple[int, int]]]]:
+    """Per distinct split of one axis: parts -> (largest extent, sum of extents, the cores)."""
+    plans = {}
+    for parts in range(1, length + 1):
+        cores = _splits(length, parts)
+        if len(cores) in plans:
+            continue
+        extents = [min(length, stop + margin) - max(0, start - margin) for start, stop in cores]
+        plans[len(cores)] = (max(extents), sum(extents), cores)
+    return plans
+
+
 def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[Tile]:
     """Cover a rows x cols block grid with the fewest computed blocks, each tile's extent (core +
     margin, clipped to the grid) at most `max_area` blocks (None: one tile, no margin)."""
@@ -66,25 +80,19 @@ def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[
     if max_area is None or rows * cols <= max_area:
         whole = (slice(0, rows), slice(0, cols))
         return [Tile(whole, whole)]
-    if max_area < (2 * margin + 1) ** 2:
-        raise ValueError(f"a tile of {max_area} blocks cannot hold a core and a {margin}-block margin")
-    best: tuple[int, list[Tile]] | None = None
-    for ny, nx in itertools.product(range(1, rows + 1), range(1, cols + 1)):
-        ys, xs = _splits(rows, ny), _splits(cols, nx)
-        tiles = [Tile((slice(y0, y1), slice(x0, x1)),
-                      (slice(max(0, y0 - margin), min(rows, y1 + margin)),
-                       slice(max(0, x0 - margin), min(cols, x1 + margin))))
-                 for (y0, y1), (x0, x1) in itertools.product(ys, xs)]
-        areas = [(t.extent[0].stop - t.extent[0].start) * (t.extent[1].stop - t.extent[1].start) for t in tiles]
-        if max(areas) > max_area:
-            continue
-        if best is None or sum(areas) < best[0]:
-            best = (sum(areas), tiles)
-        if ny * nx > 4 * (rows * cols // max_area + 2):  # more tiles only add margins
-            break
+    # The computed area of a grid of tiles is (sum of row extents) x (sum of column extents).
+    best: tuple[int, list[tuple[int, int]], list[tuple[int, int]]] | None = None
+    row_plans, col_plans = _axis_plans(rows, margin), _axis_plans(cols, margin)
+    for row_max, row_sum, row_cores in row_plans.values():
+        for col_max, col_sum, col_cores in col_plans.values():
+            if row_max * col_max <= max_area and (best is None or row_sum * col_sum < best[0]):
+                best = (row_sum * col_sum, row_cores, col_cores)
     if best is None:
-        raise ValueError(f"no tiling of {rows}x{cols} blocks fits {max_area} blocks per tile")
-    return best[1]
+        raise ValueError(f"a tile of {max_area} blocks cannot hold a core and a {margin}-block margin "
+                         f"on a {rows}x{cols}-block image")
+    return [Tile((slice(y0, y1), slice(x0, x1)),
+                 (slice(max(0, y0 - margin), min(rows, y1 + margin)), slice(max(0, x0 - margin), min(cols, x1 + margin))))
+            for (y0, y1), (x0, x1) in itertools.product(best[1], best[2])]
 
 
 def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.ndarray, scale: int,
