@@ -182,7 +182,7 @@ def parse_level(concurrency: int, returncode: int, report: str, csv_path: Path, 
     if "No valid requests recorded" in report:
         raise PerfAnalyzerError(f"perf_analyzer: a {job_window_hint(report)}measurement window ended with no "
                                 "completed request (its windows are not extended): use a measurement interval "
-                                "longer than one request")
+                                "longer than one request, or the builtin engine (it extends such windows)")
     raise PerfAnalyzerError(f"perf_analyzer exited {returncode} at concurrency {concurrency}:\n"
                             f"{report.strip()[-2000:]}")
 
