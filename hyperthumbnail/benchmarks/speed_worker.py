@@ -73,7 +73,8 @@ class Stage(ABC):
 def _pipeline(spec: dict):
     from ..pipeline import Pipeline
 
-    return Pipeline(spec["weights"], runtime="onnx", threads=spec["threads"])
+    # The default runtime and precision, as the default repository the Triton paths are measured on.
+    return Pipeline(spec["weights"], threads=spec["threads"])
 
 
 class InProcessEncode(Stage):

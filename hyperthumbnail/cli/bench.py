@@ -1,5 +1,5 @@
-"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|perf-engines|model-analyzer`: the benchmarks, each one command
-writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
+"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
+the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--scale", type=int, choices=(2, 4), default=4,
                     help="which shipped model; --scale 2 writes rd_x2.* instead of rd.*")
     rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped for --scale")
-    rd.add_argument("--runtime", choices=("onnx", "torch"), default="onnx", help="our pipeline's runtime")
+    rd.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino", help="our pipeline's runtime")
     rd.add_argument("--sr-weights", default=None, help="SR baseline weights; default: shipped")
     rd.add_argument("--out", default="benchmarks/results")
     rd.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     curve.add_argument("--scale", type=int, choices=(2, 4), default=4,
                        help="which shipped weights (ignored with --weights); 2x results go to rd_curve_x2.*")
     curve.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped for --scale")
-    curve.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
+    curve.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino")
     curve.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     curve.add_argument("--limit", type=int, default=None, help="first N images")
     curve.add_argument("--out", default="benchmarks/results")
@@ -107,6 +107,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     proxy.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
     proxy.add_argument("--out", default="benchmarks/results/rate_proxy.json", help="output JSON file")
     proxy.set_defaults(func=_module_run("rate_proxy"))
+
+    scale = bench.add_parser(
+        "scaleout", help="1 vs N replicas: `perf` through the front port of `serve --replicas N`",
+        description="For each replica count: start `hyperthumbnail serve --replicas N`, run `hyperthumbnail perf` "
+        "through its front port, and record the requests each replica served and the server CPU-s per request. "
+        "Writes scaleout_r{N}.json/.csv and scaleout.json (docs/scaleout.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    scale.add_argument("--replicas", default="1,2", help="replica counts to compare")
+    scale.add_argument("--model", default="hyperthumbnail_decode", choices=("hyperthumbnail_encode", "hyperthumbnail_decode"))
+    scale.add_argument("--resolution", default="1080p")
+    scale.add_argument("--concurrency", default="1:4")
+    scale.set_defaults(func=_module_run("scaleout"))
 
     engines = bench.add_parser(
         "perf-engines", help="our load generator vs NVIDIA's perf_analyzer, one after the other on one server",

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "by the server first. --engine perf_analyzer runs NVIDIA's perf_analyzer (one run per level) with "
         "the same options and payload and reads its report into the same table/JSON/CSV. See docs/client.md.",
     )
-    p.add_argument("--url", default=None, metavar="HOST:PORT", help="server (default 127.0.0.1:8000 http, :8001 grpc)")
+    p.add_argument("--url", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                   help="server, or several (requests go round robin; e.g. the replicas' own ports for --shm) "
+                   "(default 127.0.0.1:8000 http, :8001 grpc)")
     p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="(default %(default)s)")
     p.add_argument("--model", choices=ENSEMBLES, default=DECODE_MODEL, help="(default %(default)s)")
     p.add_argument("--resolution", default="1080p", metavar="1080p|4k|6k|WxH|FILE",
@@ -43,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", default="1", metavar="START:END[:STEP]", help="concurrency levels (default %(default)s)")
     p.add_argument("--output", default=None, metavar="FILE.json", help="write the results as JSON (+ .csv next to it)")
     p.add_argument("--shm", action="store_true", help="image tensors through system shared memory (local server)")
+    p.add_argument("--admin-key", default=None, metavar="KEY",
+                   help="the server's admin key, needed by --shm when the server restricts its admin APIs "
+                   "(default $HYPERTHUMBNAIL_ADMIN_KEY)")
     p.add_argument("--measurement-interval-ms", type=float, default=5000.0, metavar="MS",
                    help="window length (default %(default)g)")
     p.add_argument("--stability", type=float, default=10.0, metavar="PCT",
@@ -168,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"input: {perf_input.source}")
 
     def connect() -> HyperThumbnailClient:
-        return HyperThumbnailClient(args.url, protocol=args.protocol, timeout_s=args.timeout, use_shm=args.shm)
+        return HyperThumbnailClient(args.url, protocol=args.protocol, timeout_s=args.timeout, use_shm=args.shm,
+                                    admin_key=args.admin_key)
 
     with connect() as client:
         if not client.is_ready():
