@@ -249,3 +249,25 @@ def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
     assert float(obj.min_thumbnail_psnr) == pytest.approx(start_floor + 0.5)  # worst image 1 dB short
     trainer._steer_targets({"bpp": 0.30, "lr_psnr": 36.5, "lr_psnr_worst": 32.0})
     assert float(obj.min_thumbnail_psnr) == pytest.approx(start_floor + 0.5 - 1.0)  # both held: give back
+
+
+def test_warm_start_fits_the_rate_model_before_training(image_folder: Path, tmp_path: Path) -> None:
+    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.weights import save_weights
+
+    save_weights(HyperThumbnail(ModelConfig(**SMALL)), tmp_path / "w.safetensors", {})
+    trainer = Trainer(TrainConfig(data=str(image_folder), run_dir=str(tmp_path / "run"), val_data=None, steps=1,
+                                  batch=2, crop=64, threads=1, rate_prefit_steps=5, log_every=1,
+                                  init_weights=str(tmp_path / "w.safetensors"), model=ModelConfig(**SMALL)))
+    from hyperthumbnail.training.data import ImageBank
+
+    trainer._init_from(str(tmp_path / "w.safetensors"))
+    encoder = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    before = [p.detach().clone() for p in trainer.model.rate_model.parameters()]
+    trainer._prefit_rate_model(ImageBank(image_folder, min_side=64), 5)
+    assert all(torch.equal(v, encoder[k]) for k, v in trainer.model.encoder.state_dict().items())
+    after = list(trainer.model.rate_model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    assert trainer.calibrated and float(trainer.objective.rate_calibration) != 1.0
+    assert all(g["lr"] == trainer.cfg.rate_model_lr for g in trainer.rate_opt.param_groups)

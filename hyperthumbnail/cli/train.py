@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--init-weights", default=None, metavar="PATH",
                    help="start a new run from these weights (e.g. the shipped ones); ignored when resuming")
+    p.add_argument("--rate-prefit-steps", type=int, default=200,
+                   help="with --init-weights: fit the fresh rate model to the loaded encoder for N steps first")
     p.add_argument("--export-weights", default=None, metavar="PATH",
                    help="after training, write the EMA weights of best.pt (else last.pt) as fp16 safetensors + JSON card")
     p.set_defaults(func=run)
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr, min_lr=args.min_lr, seed=args.seed,
         device=args.device, threads=args.threads, amp=args.amp, channels_last=args.channels_last,
         val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes, init_weights=args.init_weights,
-        select_max_bpp=args.select_max_bpp, select_min_thumbnail_psnr=args.select_min_thumbnail_psnr,
+        rate_prefit_steps=args.rate_prefit_steps, select_max_bpp=args.select_max_bpp, select_min_thumbnail_psnr=args.select_min_thumbnail_psnr,
         select_min_thumbnail_worst=args.select_min_thumbnail_worst, val_target_bpp=args.val_target_bpp,
         val_min_thumbnail_psnr=args.val_min_thumbnail_psnr, val_min_thumbnail_worst=args.val_min_thumbnail_worst,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr,

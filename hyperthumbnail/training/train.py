@@ -56,6 +56,7 @@ class TrainConfig:
     val_min_thumbnail_psnr: float | None = None     # mean thumbnail PSNR the run must hold
     val_min_thumbnail_worst: float | None = None    # worst image's thumbnail PSNR it must hold
     init_weights: str | None = None  # start a NEW run from these weights (ignored when resuming)
+    rate_prefit_steps: int = 200     # warm start: fit the fresh rate model to the loaded encoder first
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -183,6 +184,37 @@ class Trainer:
         print(f"initialised {len(loaded)} of {len(target) - len(self.model.rate_model.state_dict())} "
               f"tensors from {weights}{note}")
 
+    def _prefit_rate_model(self, bank: ImageBank, steps: int) -> None:
+        """Shipped weights carry no rate model, so a warm start begins with a random density that
+        misjudges the bits (its calibration against real bytes then lags for hundreds of steps and
+        the bitrate swings: 0.33 bpp on Kodak after 600 steps of an A/B arm). Fit the density to
+        the loaded encoder's coefficients first (encoder forward only; at 10x the rate model's
+        learning rate the real/proxy ratio settles within ~150 steps, at 1x it was still at 0.54
+        after 600), then calibrate it."""
+        from ..model.dct import image_to_coefficients
+        from ..model.qpm import expand_tables
+
+        cfg = self.cfg
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                  enabled=self.amp_dtype is not None)
+        for g in self.rate_opt.param_groups:
+            g["lr"] = 10 * cfg.rate_model_lr
+        for _ in tqdm(range(steps), desc="fitting the rate model", leave=False):
+            hr = bank.sample(cfg.batch, self.crop_now(), self.generator)
+            with torch.no_grad(), autocast:
+                coef = image_to_coefficients(self.model.encoder(hr))
+                scaled = coef / expand_tables(self.model.qpm(coef))
+            symbols = scaled + torch.empty_like(scaled).uniform_(-0.5, 0.5)
+            self.rate_opt.zero_grad(set_to_none=True)
+            (self.model.rate_model.bits(symbols).sum() / (hr.numel() / 3)).backward()
+            self.rate_opt.step()
+        for g in self.rate_opt.param_groups:
+            g["lr"] = cfg.rate_model_lr
+        with torch.no_grad(), autocast:
+            out = self.model(bank.sample(cfg.batch, self.crop_now(), self.generator))
+        ratio = self.calibrate(out)["calib_ratio"]
+        print(f"fitted the rate model for {steps} steps; real/proxy bits {ratio:.3f}")
+
     def save(self) -> None:
         save_checkpoint(self.ckpt_path, self.state())
 
@@ -258,6 +290,8 @@ class Trainer:
         if not resumed and cfg.init_weights:
             self._init_from(cfg.init_weights)
         bank = ImageBank(cfg.data, self.device, min_side=max(cfg.crop, cfg.warmup_crop or 0))
+        if not resumed and cfg.init_weights and cfg.rate_prefit_steps:
+            self._prefit_rate_model(bank, cfg.rate_prefit_steps)
         fields = ["step", "elapsed_s", "lr", "crop", "loss", "l1", "hr_psnr", "thumb_psnr", "thumb_worst", "bpp_est",
                   "w_rate", "w_guide", "target_bpp", "thumb_floor", "calib_ratio", "rate_calibration", "skipped"]
         log_new = not self.log_path.exists()
