@@ -4,13 +4,13 @@
 # rate-control RD curves, what --optimize buys, then 6K speed in-process vs Triton vs EDSR.
 #   benchmarks/run_all.sh            (the shipped weights)
 # Needs an otherwise idle machine with ~16 GB free memory (the 6K encode is memory-hungry).
-# rate_proxy.py needs a training checkpoint (the rate model is not shipped): run it by hand,
-#   .venv/bin/python benchmarks/rate_proxy.py --checkpoint runs/x4/best.pt
+# `bench rate-proxy` needs a training checkpoint (the rate model is not shipped): run it by hand,
+#   .venv/bin/hyperthumbnail bench rate-proxy --checkpoint runs/x4/best.pt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/hyperthumbnail bench rd
 .venv/bin/hyperthumbnail bench rd --scale 2
-.venv/bin/python benchmarks/rd_curve.py --targets 0.2,0.3,0.32,0.45,0.6
-.venv/bin/python benchmarks/rd_curve.py --scale 2 --targets 0.5,0.8,1.2,1.6
-.venv/bin/python benchmarks/optimize_encoding.py --limit 24 --steps 20
+.venv/bin/hyperthumbnail bench rd-curve --targets 0.2,0.3,0.32,0.45,0.6
+.venv/bin/hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6
+.venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
 .venv/bin/hyperthumbnail bench speed

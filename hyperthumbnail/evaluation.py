@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .benchmarks.jpeg import bicubic_downscale
-from .codec.images import crop_to, load_image, pad_to_multiple
+from .codec.images import bicubic_downscale, crop_to, list_images, load_image, pad_to_multiple
+from .codec.steps import encode_thumbnail
 from .metrics import bpp as bits_per_pixel
 from .metrics import psnr
 from .model import HyperThumbnail
-from .serving.steps import encode_thumbnail
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -44,8 +43,6 @@ def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.devic
 
 def evaluate_folder(model: HyperThumbnail, folder: str | Path, device: torch.device | str = "cpu",
                     limit: int | None = None) -> dict[str, float]:
-    from .training.data import list_images
-
     """Means over the images, plus the worst image's thumbnail PSNR (`lr_psnr_worst`)."""
     rows = [evaluate_image(model, load_image(p), device) for p in list_images(folder)[:limit]]
     means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

@@ -39,12 +39,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .codec.steps import encode_thumbnail, preprocess
+from .codec.thumbnail import scan_bytes
+from .interface import COEF_LIMIT
 from .model import HyperThumbnail
 from .model.dct import coefficients_to_image, image_to_coefficients
-from .model.hyperthumbnail import COEF_LIMIT
 from .model.qpm import expand_tables
-from .serving.steps import encode_thumbnail, preprocess
-from .training.calibration import scan_bytes
 
 __all__ = ["OptimizeConfig", "OptimizeResult", "optimize_encoding"]
 

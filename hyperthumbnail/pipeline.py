@@ -7,24 +7,15 @@ ONNX at exact rounding ties, which are rare).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from .serving.steps import decode_thumbnail, encode_thumbnail, postprocess, preprocess, quantize_with_tables
-from .weights import default_weights_path, file_sha256
+from .codec.steps import decode_thumbnail, encode_thumbnail, postprocess, preprocess, quantize_with_tables
+from .weights import default_weights_path
 
 Runtime = Literal["onnx", "torch"]
-
-
-def onnx_cache_dir(weights: Path) -> Path:
-    """Exported graphs are cached per weights file and export code (by content hashes)."""
-    from .export.onnx_export import export_code_hash
-
-    root = Path(os.environ.get("HYPERTHUMBNAIL_CACHE", Path.home() / ".cache" / "hyperthumbnail"))
-    return root / "onnx" / f"{file_sha256(weights)[:16]}-{export_code_hash()[:8]}"
 
 
 class Pipeline:
@@ -42,15 +33,9 @@ class Pipeline:
             raise ValueError(f"unknown runtime {runtime!r} (use 'onnx' or 'torch')")
 
     def _init_onnx(self, threads: int) -> None:
-        from .export.onnx_export import GRAPH_NAMES, export_onnx
-        from .serving.onnx_runner import OnnxRunner
+        from .runtime.graphs import load_onnx_graphs
 
-        cache = onnx_cache_dir(self.weights)
-        if not all((cache / f"{n}.onnx").exists() for n in GRAPH_NAMES):
-            export_onnx(self.weights, cache)  # once per weights file, ~15 s
-        self.graphs = {n: OnnxRunner(cache / f"{n}.onnx", intra_op_threads=threads) for n in GRAPH_NAMES}
-        import json
-        self.scale = int(json.loads((cache / "manifest.json").read_text())["scale"])
+        self.graphs, self.scale = load_onnx_graphs(self.weights, threads)
 
     def _init_torch(self, threads: int) -> None:
         import torch
@@ -68,6 +53,7 @@ class Pipeline:
         if self.runtime == "onnx":
             return self.graphs["encoder"].run({"image": image_f32[None]})["coefficients"][0]
         import torch
+
         from .model.dct import image_to_coefficients
         with torch.no_grad():
             return image_to_coefficients(self.model.encoder(torch.from_numpy(image_f32[None])))[0].numpy()
@@ -114,6 +100,9 @@ class Pipeline:
     def encode(self, image: np.ndarray, table_scale: float = 1.0, max_pixels: int | None = None) -> bytes:
         """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
         return self.quantize_and_write(*self.analyze(image, max_pixels), table_scale)
+
+    def close(self) -> None:
+        """Nothing to release (sessions go with the object); the server client has the same method."""
 
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of exactly the original size."""

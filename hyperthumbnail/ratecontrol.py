@@ -13,25 +13,29 @@ be written directly, a second stage walks between the two bracketing tables entr
 (highest frequencies first) and bisects on how many entries take the coarser value: about 7
 more probes, steps of one table entry.
 
-Only QPM, quantization and entropy coding depend on the scale: with an in-process `Pipeline`
-the encoder runs once (`Pipeline.analyze`) and each probe reruns `quantize_and_write`. The
-Triton model `hyperthumbnail_encode_at_bpp` runs this same search next to the served models
-(`serving.backends.EncodeAtBppModel`); the SDK client's `encode_at_bpp` calls it. Any other
-object with `encode(image, table_scale=...)` is probed with whole encodes (scale search only).
+Only QPM, quantization and entropy coding depend on the scale, so the search runs against a
+`TwoStageEncoder`: the encoder network runs once (`analyze`) and each probe reruns
+`quantize_and_write` (or `write_with_tables`). The in-process `Pipeline` is one; the Triton model
+`hyperthumbnail_encode_at_bpp` wraps the served models in another and runs this same search next
+to them (`serving.backends.EncodeAtBppModel`); the SDK client is a `ServerRateControl`: its
+`encode_at_bpp` sends one request and the server searches.
 """
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from functools import partial
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from .codec.thumbnail import read_thumbnail
 from .metrics import bpp as bits_per_pixel
 
-__all__ = ["MAX_TABLE_SCALE", "MIN_TABLE_SCALE", "RateControlWarning", "encode_at_bpp", "search_table_scale"]
+__all__ = ["MAX_TABLE_SCALE", "MIN_TABLE_SCALE", "RateControlWarning", "ServerRateControl", "TwoStageEncoder",
+           "encode_at_bpp", "search_analyzed", "search_table_scale"]
 
 # Predicted tables are integers in [1, 255]: at 256x every entry clamps to 255 (the smallest file
 # the model can write), at 1/512x every entry rounds to 0 and clamps to 1 (the largest).
@@ -43,8 +47,31 @@ class RateControlWarning(UserWarning):
     """The target was not reached within the tolerance; the closest file was returned."""
 
 
-class Encoder(Protocol):
-    def encode(self, image: np.ndarray, table_scale: float = 1.0) -> bytes: ...
+class TwoStageEncoder(Protocol):
+    """An encoder split where rate control needs it: the table-independent half runs once per
+    image, the table-dependent half once per probe."""
+
+    def analyze(self, image: np.ndarray, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        """HxWx3 uint8 -> (unquantized DCT coefficients (3, 64, h, w) float32, HR size (W, H))."""
+        ...
+
+    def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
+        """QPM tables times `table_scale`, quantization, entropy coding -> .jpg bytes."""
+        ...
+
+    def write_with_tables(self, coefficients: np.ndarray, hr_size: tuple[int, int], tables: np.ndarray) -> bytes:
+        """Quantize with given (2, 64) tables (natural order, row 0 luma) -> .jpg bytes."""
+        ...
+
+
+@runtime_checkable
+class ServerRateControl(Protocol):
+    """A client whose server runs the search itself, in one request."""
+
+    def encode_at_bpp(self, image: np.ndarray, target_bpp: float, tolerance: float = 0.03
+                      ) -> tuple[bytes, float, float]:
+        """-> (.jpg bytes, table scale found, achieved bpp)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -165,40 +192,35 @@ def _extrapolate(probes: list[_Probe], log_target: float, lo_limit: float, hi_li
     return min(max(last.log_scale + step, lo_limit), hi_limit)
 
 
-def encode_at_bpp(pipeline: Encoder, image: np.ndarray, target_bpp: float, tolerance: float = 0.03,
-                  max_pixels: int | None = None) -> tuple[bytes, float, float]:
+def search_analyzed(encoder: TwoStageEncoder, coefficients: np.ndarray, hr_size: tuple[int, int],
+                    target_bpp: float, tolerance: float = 0.03) -> tuple[bytes, float]:
+    """The search on an image `encoder.analyze` already ran on -> (jpg bytes, table_scale)."""
+    width, height = hr_size
+    return search_table_scale(partial(encoder.quantize_and_write, coefficients, hr_size), target_bpp * width * height / 8.0,
+                              tolerance, write_tables=partial(encoder.write_with_tables, coefficients, hr_size))
+
+
+def encode_at_bpp(encoder: TwoStageEncoder | ServerRateControl, image: np.ndarray, target_bpp: float,
+                  tolerance: float = 0.03, max_pixels: int | None = None) -> tuple[bytes, float, float]:
     """Encode `image` (HxWx3 uint8) at `target_bpp` (whole .jpg file over HR pixels).
 
     -> (jpg bytes, table_scale used, achieved bpp); the file may hold tables between those of
-    `table_scale` and the next coarser scale (see `search_table_scale`). `pipeline`: a
-    `hyperthumbnail.pipeline.Pipeline` (encoder run once; `max_pixels` is its size limit), a
-    `HyperThumbnailClient` (the server runs the search, one request), or anything with
-    `encode(image, table_scale=...)` (probed with whole encodes).
-    Warns with `RateControlWarning` and returns the closest file when the target is out of reach.
+    `table_scale` and the next coarser scale (see `search_table_scale`). `encoder`: a
+    `TwoStageEncoder` such as `hyperthumbnail.pipeline.Pipeline` (encoder run once; `max_pixels`
+    is its size limit), or a `ServerRateControl` such as `HyperThumbnailClient` (the server runs
+    the search, one request). Warns with `RateControlWarning` and returns the closest file when
+    the target is out of reach.
     """
     if target_bpp <= 0:
         raise ValueError(f"target bpp must be positive, got {target_bpp}")
     height, width = image.shape[:2]
-    if hasattr(pipeline, "encode_at_bpp"):  # a Triton client: the server searches, one request
-        data, table_scale, achieved = pipeline.encode_at_bpp(image, target_bpp, tolerance)
+    if isinstance(encoder, ServerRateControl):
+        data, table_scale, achieved = encoder.encode_at_bpp(image, target_bpp, tolerance)
         if abs(achieved / target_bpp - 1.0) > tolerance:
             warnings.warn(RateControlWarning(f"target {target_bpp:g} bpp not reached: the server returned its "
                                              f"closest file, {achieved:.4f} bpp at table scale {table_scale:.4g}"),
                           stacklevel=2)
         return data, table_scale, achieved
-    write_tables = None
-    if hasattr(pipeline, "analyze"):
-        coefficients, hr_size = pipeline.analyze(image, max_pixels)
-
-        def write(table_scale: float) -> bytes:
-            return pipeline.quantize_and_write(coefficients, hr_size, table_scale)
-
-        def write_tables(tables: np.ndarray) -> bytes:
-            return pipeline.write_with_tables(coefficients, hr_size, tables)
-    else:
-        def write(table_scale: float) -> bytes:
-            return pipeline.encode(image, table_scale=table_scale)
-
-    data, table_scale = search_table_scale(write, target_bpp * width * height / 8.0, tolerance,
-                                           write_tables=write_tables)
+    coefficients, hr_size = encoder.analyze(image, max_pixels)
+    data, table_scale = search_analyzed(encoder, coefficients, hr_size, target_bpp, tolerance)
     return data, table_scale, bits_per_pixel(len(data), width, height)

@@ -1,12 +1,16 @@
-"""Shipped weights: fp16 safetensors + a JSON card (config, command, data, Kodak numbers).
+"""Model weights: the shipped fp16 safetensors + a JSON card (config, command, data, Kodak
+numbers), and training checkpoints (.pt), which inference also loads.
 
-safetensors holds tensors only, so loading never unpickles anything.
+safetensors holds tensors only, so loading never unpickles anything; checkpoints are loaded with
+`weights_only=True`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -47,7 +51,6 @@ def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail
     if not path.exists():
         raise FileNotFoundError(f"weights not found: {path}")
     if path.suffix == ".pt":  # a training checkpoint
-        from .training.checkpoint import load_checkpoint_model
         return load_checkpoint_model(path)
     from safetensors import SafetensorError, safe_open
     try:
@@ -62,4 +65,23 @@ def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail
     missing = [k for k in missing if not k.startswith("rate_model.")]
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval()
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Tensors and plain containers only: anything else in the pickle is refused, never run."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message wraps the reason in advice to retry with weights_only=False: drop that.
+        paragraphs = [p.strip() for p in str(exc).split("\n\n") if p.strip()]
+        reason = paragraphs[1] if len(paragraphs) > 2 else paragraphs[-1]
+        raise ValueError(f"{path}: refused to load: not a plain tensor checkpoint (only tensors and "
+                         f"containers are unpickled; {reason})") from exc
+
+
+def load_checkpoint_model(path: Path, use_ema: bool = True) -> HyperThumbnail:
+    state = load_checkpoint(path)
+    model = HyperThumbnail(ModelConfig(**state["model_config"]))
+    model.load_state_dict(state["ema"] if use_ema and state.get("ema") else state["model"])
     return model.eval()

@@ -60,7 +60,7 @@ def served_repository(tmp_path_factory) -> Path:
 def triton_server(served_repository):
     """The running TritonServer (`.http_url`, `.grpc_url`, `.metrics_url`, `.model_repository`)."""
     pytest.importorskip("tritonclient.http")
-    from hyperthumbnail.serving.tritonserver import TritonServer, free_port
+    from hyperthumbnail.serving.server_process import TritonServer, free_port
 
     started = time.monotonic()
     server = TritonServer(served_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import photo_like
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import photo_like
 from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
 from hyperthumbnail.benchmarks.speed import parse_resolution
 from hyperthumbnail.benchmarks.sr_train import main as sr_train

@@ -12,17 +12,21 @@ import time
 
 import numpy as np
 import pytest
+from conftest import MAX_PIXELS, photo_like, served_weights
 from PIL import Image
 
-from conftest import MAX_PIXELS, photo_like, served_weights
 from hyperthumbnail.cli import main
-from hyperthumbnail.client import (AsyncHyperThumbnailClient, HyperThumbnailClient, InvalidInputError,
-                                   ServerUnavailableError)
+from hyperthumbnail.client import (
+    AsyncHyperThumbnailClient,
+    HyperThumbnailClient,
+    InvalidInputError,
+    ServerUnavailableError,
+)
 from hyperthumbnail.client.perf import parse_concurrency
 from hyperthumbnail.client.perf_inputs import RESOLUTIONS, make_input, parse_resolution
 from hyperthumbnail.codec.thumbnail import read_thumbnail
 from hyperthumbnail.pipeline import Pipeline
-from hyperthumbnail.serving.tritonserver import free_port
+from hyperthumbnail.serving.server_process import free_port
 
 pytestmark = pytest.mark.timeout(600)
 PROTOCOLS = ["http", "grpc"]

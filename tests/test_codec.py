@@ -29,7 +29,6 @@ from hyperthumbnail.model.dct import (
     image_to_coefficients,
 )
 
-
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -6,16 +6,16 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import SCALE, photo_like
+
 from hyperthumbnail.cli import main
+from hyperthumbnail.codec import steps
 from hyperthumbnail.codec.images import save_image
 from hyperthumbnail.codec.thumbnail import read_thumbnail
 from hyperthumbnail.metrics import bpp, psnr
 from hyperthumbnail.pipeline import Pipeline
 from hyperthumbnail.ratecontrol import RateControlWarning, encode_at_bpp, search_table_scale
-from hyperthumbnail.serving import steps
-from hyperthumbnail.serving.onnx_runner import OnnxRunner
+from hyperthumbnail.runtime.onnx import OnnxRunner
 
 pytestmark = pytest.mark.timeout(300)
 

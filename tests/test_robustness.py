@@ -23,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from conftest import MAX_PIXELS, photo_like, served_weights
 from PIL import Image
 
-from conftest import MAX_PIXELS, photo_like, served_weights
 from hyperthumbnail.cli import build_parser, main
 from hyperthumbnail.codec.images import load_image
+from hyperthumbnail.codec.steps import StepError
 from hyperthumbnail.codec.thumbnail import read_thumbnail
 from hyperthumbnail.pipeline import Pipeline
-from hyperthumbnail.serving.steps import StepError
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -311,7 +311,7 @@ def test_thumbnail_side_limit_is_refused_before_the_encoder_runs(pipeline):
 
 def test_model_calls_are_cut_to_a_memory_budget():
     """A batch of large images runs one image per onnxruntime call; small ones still batch."""
-    from hyperthumbnail.serving.steps import DEFAULT_CALL_MAX_BYTES, batch_slices
+    from hyperthumbnail.codec.steps import DEFAULT_CALL_MAX_BYTES, batch_slices
 
     six_k = 3 * 4096 * 6144 * 4  # the encoder's float input for one 6K photo
     assert batch_slices(8, six_k) == [slice(i, i + 1) for i in range(8)]
@@ -356,7 +356,7 @@ def test_cli_failure_modes_are_one_line(capsys, tmp_path, good_thumbnail):
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_cli_with_the_server_down_is_one_line(capsys, tmp_path, protocol):
-    from hyperthumbnail.serving.tritonserver import free_port
+    from hyperthumbnail.serving.server_process import free_port
 
     photo = tmp_path / "photo.png"
     Image.fromarray(photo_like(32, 24)).save(photo)
@@ -399,7 +399,7 @@ class _Payload:
 def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
     import torch
 
-    from hyperthumbnail.training.checkpoint import load_checkpoint
+    from hyperthumbnail.weights import load_checkpoint
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
@@ -418,7 +418,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path, capsys):
 def test_plain_checkpoint_still_loads(tmp_path):
     import torch
 
-    from hyperthumbnail.training.checkpoint import load_checkpoint
+    from hyperthumbnail.weights import load_checkpoint
 
     torch.save({"step": 3, "model": {"w": torch.ones(2)}, "name": "x", "sizes": (1, 2)}, tmp_path / "ok.pt")
     state = load_checkpoint(tmp_path / "ok.pt")
@@ -439,7 +439,7 @@ def test_serve_binds_loopback_by_default():
     """`serve` and TritonServer default to 127.0.0.1 (the socket-level check is below)."""
     import inspect
 
-    from hyperthumbnail.serving.tritonserver import TritonServer
+    from hyperthumbnail.serving.server_process import TritonServer
 
     assert build_parser().parse_args(["serve"]).host == "127.0.0.1"
     assert inspect.signature(TritonServer).parameters["host"].default == "127.0.0.1"
@@ -730,7 +730,7 @@ def test_server_killed_mid_run_gives_connection_errors_then_retry_succeeds(serve
     request retried with backoff (clients made while the server is down) succeeds once a server is
     back on the same ports, with the same bytes."""
     from hyperthumbnail.client import ServerUnavailableError
-    from hyperthumbnail.serving.tritonserver import TritonServer, free_port
+    from hyperthumbnail.serving.server_process import TritonServer, free_port
 
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     server = TritonServer(served_repository, **ports)

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import photo_like
 from PIL import Image
 
-from conftest import photo_like
 from hyperthumbnail.cli import main
 from hyperthumbnail.codec.images import load_image, save_image
 from hyperthumbnail.codec.thumbnail import read_thumbnail
@@ -70,13 +70,14 @@ def test_export_scale_2_parity(tmp_path):
     assert {p.name for p in out.glob("*.onnx")} >= {"encoder.onnx", "qpm.onnx", "decoder.onnx"}
 
 
+@pytest.mark.server
 def test_served_2x_repository_matches_the_pipeline(tmp_path, image, pipeline):
     """`serve --scale 2`'s repository in a real tritonserver: same bytes and pixels as in-process."""
     pytest.importorskip("tritonclient.http")
     from hyperthumbnail.client import HyperThumbnailClient
     from hyperthumbnail.client.errors import InvalidInputError
     from hyperthumbnail.serving.repository import build_repository
-    from hyperthumbnail.serving.tritonserver import TritonServer, free_port
+    from hyperthumbnail.serving.server_process import TritonServer, free_port
 
     repo = build_repository(tmp_path / "model_repository", scale=2)
     server = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())

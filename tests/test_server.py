@@ -17,14 +17,14 @@ import pytest
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
+from conftest import MAX_PIXELS, SCALE, photo_like, served_weights  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from conftest import MAX_PIXELS, SCALE, photo_like, served_weights  # noqa: E402
+from hyperthumbnail.codec import steps  # noqa: E402
 from hyperthumbnail.codec.thumbnail import read_thumbnail  # noqa: E402
-from hyperthumbnail.serving import steps  # noqa: E402
-from hyperthumbnail.serving.onnx_runner import OnnxRunner  # noqa: E402
+from hyperthumbnail.runtime.onnx import OnnxRunner  # noqa: E402
 from hyperthumbnail.serving.repository import build_repository, read_stamp  # noqa: E402
-from hyperthumbnail.serving.tritonserver import TritonServer, TritonServerError, free_port  # noqa: E402
+from hyperthumbnail.serving.server_process import TritonServer, TritonServerError, free_port  # noqa: E402
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(600)]
 

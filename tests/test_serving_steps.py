@@ -1,4 +1,5 @@
-"""The serving steps and the model repository templates, without starting a server."""
+"""The steps around the graphs (`codec.steps`, shared by the server and the in-process pipeline) and
+the model repository templates, without starting a server."""
 from __future__ import annotations
 
 import shutil
@@ -9,8 +10,9 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
+from hyperthumbnail.codec import steps
 from hyperthumbnail.codec.thumbnail import thumbnail_size
-from hyperthumbnail.serving import repository, steps
+from hyperthumbnail.serving import repository
 
 SCALE = 4
 

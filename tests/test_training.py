@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hyperthumbnail.training.checkpoint import load_checkpoint
+from hyperthumbnail.weights import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_kill_9_resumes_the_same_curve(image_folder: Path, tmp_path: Path) -> No
     resumed = run_training(image_folder, run_dir, steps)
     out = resumed.communicate(timeout=300)[0].decode()
     assert resumed.returncode == 0, out
-    assert f"resumed from" in out and f"at step {killed_at}" in out
+    assert "resumed from" in out and f"at step {killed_at}" in out
 
     ref, res = final_state(tmp_path / "ref"), final_state(run_dir)
     for name in ref:
@@ -90,7 +90,7 @@ def test_kill_9_resumes_the_same_curve(image_folder: Path, tmp_path: Path) -> No
 
 def test_loss_goes_down_and_rate_model_tracks_real_bytes(image_folder: Path, tmp_path: Path) -> None:
     from hyperthumbnail.model import ModelConfig
-    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
 
     cfg = TrainConfig(data=str(image_folder), run_dir=str(tmp_path / "run"), val_data=None, steps=60, batch=4,
                       crop=64, threads=2, log_every=10, calib_every=5, warmup_steps=5, lr=1e-3,
@@ -110,7 +110,7 @@ def test_warm_start_from_the_other_scale_keeps_the_bicubic_starting_point(tmp_pa
     """4x weights seed a 2x run: matching tensors load, and the partly loaded encoder/decoder
     keep their zero output layers, so the untrained 2x model is still bicubic down/up."""
     from hyperthumbnail.model import HyperThumbnail, ModelConfig
-    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
     from hyperthumbnail.weights import save_weights
 
     small = dict(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1)

@@ -1,4 +1,4 @@
-"""Plain JPEG tools for the baselines: Pillow bicubic resizing, Pillow (libjpeg) encoding at a
+"""Plain JPEG tools for the baselines: Pillow (libjpeg) encoding at a
 quality, the IJG tables a quality gives, a quality search that matches a target bitrate, and
 reading a JPEG's quantized coefficients (jpeglib) in the project's tensor layout."""
 from __future__ import annotations
@@ -6,30 +6,16 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 import jpeglib
 import numpy as np
 from PIL import Image, ImageFile
 
-from ..codec.images import pad_to_multiple
 from ..model.qpm import JPEG_CHROMA_Q50, JPEG_LUMA_Q50
 
 # Pillow's `subsampling` values: 0 = 4:4:4, 2 = 4:2:0.
 SUBSAMPLING = {"444": 0, "420": 2}
-
-
-def bicubic_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """HxWx3 uint8 -> Pillow bicubic resize to size = (width, height) (anti-aliased when shrinking)."""
-    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
-
-
-def bicubic_downscale(image: np.ndarray, scale: int) -> np.ndarray:
-    """Pillow bicubic by exactly 1/scale of the image edge-padded to a multiple of `scale`:
-    ceil(W/scale) x ceil(H/scale) pixels, thumbnail pixel i covering HR pixels scale*i.. as in
-    our thumbnails (a plain resize to that size would stretch the grid when W % scale != 0)."""
-    padded = pad_to_multiple(image, scale)
-    return bicubic_resize(padded, (padded.shape[1] // scale, padded.shape[0] // scale))
 
 
 def encode_jpeg(image: np.ndarray, quality: int, subsampling: str = "444") -> bytes:

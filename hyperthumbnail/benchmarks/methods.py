@@ -9,14 +9,14 @@ image it rebuilds from that file; metrics are computed by the caller on both.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
-from ..codec.images import crop_to
+from ..codec.images import bicubic_downscale, bicubic_resize, crop_to
 from ..metrics import bpp as bits_per_pixel
-from .jpeg import bicubic_downscale, bicubic_resize, closest_quality, decode_jpeg, encode_jpeg
+from .jpeg import closest_quality, decode_jpeg, encode_jpeg
 
 __all__ = ["NEEDS_OUR_FILE", "Coded", "bicubic_jpeg_codec", "hyperthumbnail_codec", "sr_baseline_codec"]
 

@@ -3,7 +3,8 @@
 Per image and method: bpp = 8 * file bytes / HR pixels; HR PSNR, SSIM (RGB) and PSNR-Y of the
 rebuilt image; thumbnail PSNR of the file as Pillow decodes it (what a viewer shows) against
 Pillow's bicubic downscale of the original by exactly `scale` (`jpeg.bicubic_downscale`; for
-sides that are multiples of `scale` that is the plain resize to W/scale x H/scale). Dataset rows are means over images. Writes rd.json,
+sides that are multiples of `scale` that is the plain resize to W/scale x H/scale). Dataset rows are means over images.
+Writes rd.json,
 rd.csv (dataset x method), rd_images.csv (per image) and the plots.
 """
 from __future__ import annotations
@@ -17,13 +18,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..codec.images import load_image
+from ..codec.images import bicubic_downscale, list_images, load_image
 from ..metrics import bpp as bits_per_pixel
 from ..metrics import psnr, psnr_y, ssim
-from ..training.data import list_images
 from ..weights import default_weights_path, file_sha256
 from . import DATASETS, METHODS
-from .jpeg import bicubic_downscale, decode_jpeg
+from .jpeg import decode_jpeg
 from .machine import machine_info, utc_now
 from .methods import NEEDS_OUR_FILE, Coded, bicubic_jpeg_codec, hyperthumbnail_codec, sr_baseline_codec
 

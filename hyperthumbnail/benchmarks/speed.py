@@ -19,20 +19,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psutil
 from tqdm import tqdm
 
+from ..export.edsr import EDSR_SHAPE, export_edsr
 from ..weights import default_weights_path, file_sha256
 from .machine import machine_info, utc_now
+from .memory import TreeRSS
 
 SIX_K = (6144, 4096)
-EDSR_SHAPE = {"feats": 64, "blocks": 16}  # EDSR-baseline (Lim et al. 2017), x4
 # Step name -> the category bars are stacked by.
 CATEGORIES = {
     "preprocess": "pixels", "postprocess": "pixels",
@@ -74,8 +73,7 @@ def input_image(cfg: SpeedConfig) -> tuple[np.ndarray, str]:
     """A photo covering WxH (Lanczos resize + centre crop), or a synthetic one if there is none."""
     from PIL import Image
 
-    from ..codec.images import load_image
-    from ..training.data import IMAGE_SUFFIXES
+    from ..codec.images import IMAGE_SUFFIXES, load_image
 
     path = cfg.image
     if path is None:
@@ -97,24 +95,6 @@ def input_image(cfg: SpeedConfig) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(image), f"{path} (Lanczos-resized to cover, centre-cropped)"
 
 
-def export_edsr(path: Path) -> Path:
-    """EDSR-baseline (64 feats, 16 res blocks, x4, seeded random weights) as ONNX with dynamic H, W."""
-    import torch
-
-    from ..export.onnx_export import _quiet_exporter, validate_onnx
-    from ..model.blocks import EDSRLite
-
-    torch.manual_seed(0)
-    model = EDSRLite(3, 3, EDSR_SHAPE["feats"], EDSR_SHAPE["blocks"], 4).eval()
-    with torch.no_grad(), _quiet_exporter():
-        program = torch.onnx.export(model, (torch.rand(1, 3, 40, 48),), dynamo=True, input_names=["lr"],
-                                    output_names=["hr"], dynamic_shapes={"x": {2: "height", 3: "width"}},
-                                    external_data=False)
-    program.save(str(path))
-    validate_onnx(path)
-    return path
-
-
 def decoder_gmacs(our_decoder: Path, edsr: Path, width: int, height: int, scale: int) -> dict:
     """Decoder GMACs of ours and EDSR at this resolution and at 6K (ours on the padded block grid)."""
     from ..export.macs import count_macs
@@ -127,46 +107,6 @@ def decoder_gmacs(our_decoder: Path, edsr: Path, width: int, height: int, scale:
         return {"hyperthumbnail_decoder": round(ours, 2), "edsr_baseline": round(theirs, 2)}
 
     return {f"{width}x{height}": at(width, height), f"{SIX_K[0]}x{SIX_K[1]}": at(*SIX_K)}
-
-
-class TreeRSS:
-    """Peak summed RSS of the tritonserver processes started by this process (server + stubs),
-    sampled every 50 ms while active. Shared pages count once per process, so it overestimates."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def _tree() -> list[psutil.Process]:
-        procs = []
-        for child in psutil.Process().children(recursive=False):
-            try:
-                if child.name() == "tritonserver":
-                    procs += [child, *child.children(recursive=True)]
-            except psutil.Error:
-                continue
-        return procs
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            total = 0
-            for proc in self._tree():
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-
-    def __enter__(self) -> "TreeRSS":
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _median(values: list[float]) -> float:
@@ -234,8 +174,9 @@ class SpeedBenchmark:
 
     def _edsr_input(self, work: Path, image: np.ndarray) -> dict:
         """The EDSR baseline's thumbnail: Pillow bicubic /4, JPEG 4:4:4 at the quality closest to our file."""
+        from ..codec.images import bicubic_downscale
         from ..metrics import bpp as bits_per_pixel
-        from .jpeg import bicubic_downscale, closest_quality, encode_jpeg
+        from .jpeg import closest_quality, encode_jpeg
 
         w, h = self.cfg.width, self.cfg.height
         lr = bicubic_downscale(image, 4)
@@ -285,8 +226,8 @@ class SpeedBenchmark:
                                         "model": {**EDSR_SHAPE, "scale": 4, "weights": "random (seed 0)"}}
             bar.update()
 
-            from ..pipeline import onnx_cache_dir
-            results["gmacs"] = decoder_gmacs(onnx_cache_dir(self.weights) / "decoder.onnx", edsr_path,
+            from ..runtime.graphs import graph_cache_dir
+            results["gmacs"] = decoder_gmacs(graph_cache_dir(self.weights) / "decoder.onnx", edsr_path,
                                              cfg.width, cfg.height, 4)
             if protocols:
                 results["triton"] = self._triton(work, protocols, bar, step)
@@ -303,7 +244,7 @@ class SpeedBenchmark:
         server = None
         if cfg.url is None:
             from ..serving.repository import build_repository
-            from ..serving.tritonserver import TritonServer, free_port
+            from ..serving.server_process import TritonServer, free_port
 
             step("building model repository")
             repo = build_repository(cfg.model_repository, weights=self.weights)

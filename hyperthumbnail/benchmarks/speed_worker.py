@@ -22,14 +22,16 @@ import re
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import psutil
 
-from ..serving import steps
+from ..codec import steps
+from ..interface import DECODE_MODEL, ENCODE_MODEL
 
 
 class StepTimer:
@@ -61,10 +63,10 @@ class Stage(ABC):
     def same(self, a: Any, b: Any) -> bool:
         return bool(np.array_equal(a, b)) if isinstance(a, np.ndarray) else a == b
 
-    def begin(self) -> None:
+    def begin(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Right before the timed runs."""
 
-    def finish(self, output: Any) -> None:
+    def finish(self, output: Any) -> None:  # noqa: B027 - optional hook, empty by default
         """After the timed runs (e.g. save the output for the next stage)."""
 
 
@@ -126,7 +128,7 @@ class EDSRDecode(Stage):
     """Bicubic thumbnail as a plain JPEG -> Pillow decode -> EDSR (ONNX Runtime) -> uint8, cropped."""
 
     def __init__(self, spec: dict, work: Path):
-        from ..serving.onnx_runner import OnnxRunner
+        from ..runtime.onnx import OnnxRunner
 
         self.runner = OnnxRunner(work / "edsr.onnx", intra_op_threads=spec["threads"])
         self.data = (work / "edsr_lr.jpg").read_bytes()
@@ -188,7 +190,7 @@ class TritonStage(Stage):
                                            use_shm=protocol == "shm", timeout_s=1200)
         self.stats_client = tritonclient.http.InferenceServerClient(spec["http_url"])
         self.direction = direction
-        self.ensemble = f"hyperthumbnail_{direction}"
+        self.ensemble = ENCODE_MODEL if direction == "encode" else DECODE_MODEL
         config = self.stats_client.get_model_config(self.ensemble)
         self.composing = [s["model_name"] for s in config["ensemble_scheduling"]["step"]]
         if direction == "encode":

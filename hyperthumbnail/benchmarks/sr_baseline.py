@@ -17,11 +17,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from ..codec.images import crop_to, pad_to_multiple
+from ..codec.images import bicubic_resize, crop_to, pad_to_multiple
+from ..interface import COEF_LIMIT
 from ..model.decoder import Decoder
-from ..model.hyperthumbnail import COEF_LIMIT
 from ..weights import WEIGHTS_DIR, card_path
-from .jpeg import bicubic_resize, encode_jpeg, ijg_tables, read_coefficients
+from .jpeg import encode_jpeg, ijg_tables, read_coefficients
 
 DEFAULT_SR_WEIGHTS = WEIGHTS_DIR / "sr_baseline_x4.safetensors"
 

@@ -27,12 +27,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..codec.images import bicubic_resize
 from ..metrics import bpp as bits_per_pixel
 from ..model.dct import image_to_coefficients
 from ..model.downscale import BicubicDownscale
-from ..training.checkpoint import load_checkpoint, save_checkpoint
+from ..training.checkpoint import save_checkpoint
 from ..training.data import ImageBank
-from .jpeg import bicubic_resize, closest_quality, encode_jpeg
+from ..weights import load_checkpoint
+from .jpeg import closest_quality, encode_jpeg
 from .sr_baseline import DEFAULT_SR_WEIGHTS, SRBaselineConfig, quantize, save_sr_weights
 
 

@@ -8,16 +8,12 @@ import argparse
 import importlib
 import sys
 
+from .errors import CLIError
+
+__all__ = ["CLIError", "build_parser", "main"]
+
 # Subcommand modules (hyperthumbnail.cli.<name>), in the order `--help` lists them.
 SUBCOMMANDS = ["encode", "decode", "serve", "export", "train", "perf", "bench"]
-
-
-class CLIError(Exception):
-    """An expected failure: printed as one line, exit code 1 (or `exit_code`)."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,30 +11,20 @@ import argparse
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
-from . import CLIError
+from ..codec.images import IMAGE_SUFFIXES
+from .errors import CLIError
+from .options import make_pipeline
+from .rate_options import rate_controlled
 
 Kind = Literal["encode", "decode"]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 OUTPUT_SUFFIX = {"encode": ".jpg", "decode": ".png"}
-
-
-def add_server_options(p: argparse.ArgumentParser) -> None:
-    """--url / --protocol / --shm / --concurrency / --timeout (the server path)."""
-    g = p.add_argument_group("through a Triton server (default: in-process)")
-    g.add_argument("--url", default=None, metavar="HOST:PORT",
-                   help="send the work to the hyperthumbnail ensembles on this Triton server")
-    g.add_argument("--protocol", choices=("http", "grpc"), default="http")
-    g.add_argument("--shm", action="store_true", help="pass image tensors through system shared memory "
-                   "(the server must run on this machine)")
-    g.add_argument("--concurrency", type=int, default=2, metavar="N",
-                   help="folder mode through a server: requests in flight at once")
-    g.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per-request timeout (server path)")
 
 
 def wanted(args: argparse.Namespace) -> bool:
@@ -109,8 +99,6 @@ class _InProcess:
         self.pipelines: dict[int, object] = {}
 
     def _pipeline(self, scale: int):
-        from .encode import make_pipeline
-
         if scale not in self.pipelines:
             self.pipelines[scale] = make_pipeline(self.args, scale)
         return self.pipelines[scale]
@@ -122,6 +110,10 @@ class _InProcess:
         from ..codec.thumbnail import read_thumbnail
 
         return self._pipeline(read_thumbnail(data).scale).decode(data, max_pixels=self.args.max_pixels)
+
+    def close(self) -> None:
+        for pipeline in self.pipelines.values():
+            pipeline.close()
 
 
 def _codecs(args: argparse.Namespace) -> tuple[Callable[[], object], int, str]:
@@ -145,8 +137,8 @@ def _codecs(args: argparse.Namespace) -> tuple[Callable[[], object], int, str]:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from ..client import HyperThumbnailError
     from ..codec.images import ImageError
+    from ..codec.steps import StepError
     from ..codec.thumbnail import ThumbnailError
-    from ..serving.steps import StepError
 
     return HyperThumbnailError, ImageError, ThumbnailError, StepError, OSError
 
@@ -158,8 +150,6 @@ def run_batch(args: argparse.Namespace, kind: Kind) -> int:
     jobs = _jobs(args, kind)
     make_codec, workers, where = _codecs(args)
     if kind == "encode":
-        from .rate_options import rate_controlled
-
         make_codec = rate_controlled(make_codec, args)
     work = (partial(_encode_file, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS) if kind == "encode"
             else _decode_file)
@@ -187,8 +177,7 @@ def run_batch(args: argparse.Namespace, kind: Kind) -> int:
                 outcomes = list(tqdm(pool.map(one, jobs), total=len(jobs), desc=kind, unit="image"))
     finally:
         for codec in codecs:
-            if hasattr(codec, "close"):  # server clients (the in-process pipelines hold nothing to release)
-                codec.close()
+            codec.close()
     total = time.perf_counter() - started
 
     if len(jobs) == 1 and not Path(args.input).is_dir():

@@ -1,11 +1,13 @@
-"""`hyperthumbnail bench rd|speed`: the benchmarks, each one command writing JSON + CSV + PNG."""
+"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy`: the benchmarks, each one command
+writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 from pathlib import Path
 
-from . import CLIError
+from .errors import CLIError
 
 
 def _csv_list(text: str) -> list[str]:
@@ -18,7 +20,7 @@ def _csv_list(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     from ..benchmarks import DATASETS, METHODS
 
-    p = sub.add_parser("bench", help="benchmarks: rate-distortion (rd) and speed",
+    p = sub.add_parser("bench", help="benchmarks: rate-distortion, speed, rate control, optimization",
                        description="Benchmarks that write their results (JSON, CSV, PNG) into --out.")
     bench = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
 
@@ -64,6 +66,58 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="where the embedded server's repository is built")
     sp.add_argument("--out", default="benchmarks/results")
     sp.set_defaults(func=run_speed)
+
+    curve = bench.add_parser(
+        "rd-curve", help="rate-distortion curve of one model by rate control, vs bicubic+JPEG",
+        description="For every image and target bpp: --target-bpp rate control (encoder once per image, a "
+        "table-scale search per target), decode, and bicubic+JPEG 4:4:4 at the quality whose file is closest. "
+        "Writes rd_curve.json and rd_curve.png (rd_curve_x2.* at --scale 2).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    curve.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
+    curve.add_argument("--targets", default="0.15,0.2,0.3,0.45", help="comma-separated target bpp values")
+    curve.add_argument("--tolerance", type=float, default=0.03, help="relative tolerance of each target")
+    curve.add_argument("--scale", type=int, choices=(2, 4), default=4,
+                       help="which shipped weights (ignored with --weights); 2x results go to rd_curve_x2.*")
+    curve.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped for --scale")
+    curve.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
+    curve.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    curve.add_argument("--limit", type=int, default=None, help="first N images")
+    curve.add_argument("--out", default="benchmarks/results")
+    curve.set_defaults(func=_module_run("rd_curve"))
+
+    opt = bench.add_parser(
+        "optimize", help="what encode --optimize N buys (HR/thumbnail PSNR, bpp) and what it costs",
+        description="Per image: the plain encode, then --optimize with each N in --steps; every file decoded "
+        "and measured like `bench rd`. Writes optimize.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    opt.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
+    opt.add_argument("--limit", type=int, default=4, help="first N images")
+    opt.add_argument("--steps", default="10,30", help="comma-separated numbers of optimization steps")
+    opt.add_argument("--table-scale", type=float, default=1.0, help="rate: QPM table scale of every encode")
+    opt.add_argument("--lr", type=float, default=None, help="Adam step, in quantization steps (default: OptimizeConfig's)")
+    opt.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped")
+    opt.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    opt.add_argument("--out", default="benchmarks/results")
+    opt.set_defaults(func=_module_run("optimize_encoding"))
+
+    proxy = bench.add_parser(
+        "rate-proxy", help="the training rate proxy against real .jpg bytes (needs a training checkpoint)",
+        description="Per image: the rate model's bits (rounded and noisy coefficients), the calibrated training "
+        "term and the real file's bits. Writes rate_proxy.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    proxy.add_argument("--checkpoint", default="runs/x4/best.pt", help="training checkpoint (.pt) with its rate model")
+    proxy.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
+    proxy.add_argument("--out", default="benchmarks/results/rate_proxy.json", help="output JSON file")
+    proxy.set_defaults(func=_module_run("rate_proxy"))
+
+
+def _module_run(module_name: str):
+    """`run(args)` of hyperthumbnail.benchmarks.<module_name>, imported only when it runs (torch is heavy)."""
+    def run(args: argparse.Namespace) -> int:
+        module = importlib.import_module(f"hyperthumbnail.benchmarks.{module_name}")
+        try:
+            return module.run(args)
+        except FileNotFoundError as exc:
+            raise CLIError(str(exc)) from exc
+    return run
 
 
 def _command(args: argparse.Namespace, words: list[str]) -> str:

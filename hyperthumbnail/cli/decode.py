@@ -5,8 +5,9 @@ import argparse
 import time
 from pathlib import Path
 
-from . import CLIError, batch
-from .encode import add_runtime_options, make_pipeline
+from . import batch
+from .errors import CLIError
+from .options import add_runtime_options, add_server_options, make_pipeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,11 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the original size (recorded in the file's APP15 segment). Output format follows the extension.",
     )
     p.add_argument("input", help="HyperThumbnail .jpg, or a folder of them (then -o is a folder)")
-    p.add_argument("-o", "--output", required=True, help="output image (.png recommended; folder mode: output folder, .png files)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image (.png recommended; folder mode: output folder, .png files)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse thumbnails of larger photos (default 40000000)")
     add_runtime_options(p)
-    batch.add_server_options(p)
+    add_server_options(p)
     p.set_defaults(func=run)
 
 

@@ -5,24 +5,9 @@ import argparse
 import time
 from pathlib import Path
 
-from . import CLIError, batch, rate_options
-
-
-def add_runtime_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by encode and decode: where the model runs."""
-    p.add_argument("--weights", default=None, help="weights (.safetensors) or training checkpoint (.pt); default: shipped")
-    p.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
-                   help="in-process runtime; onnx gives the same bytes as the Triton server")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
-
-
-def make_pipeline(args: argparse.Namespace, scale: int = 4):
-    from ..pipeline import Pipeline
-
-    try:
-        return Pipeline(args.weights, scale=scale, runtime=args.runtime, threads=args.threads)
-    except FileNotFoundError as exc:
-        raise CLIError(str(exc)) from exc
+from . import batch, rate_options
+from .errors import CLIError
+from .options import add_runtime_options, add_server_options, make_pipeline
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
                    help="refuse larger photos (default 40000000; Pillow refuses above 178956970 regardless)")
     add_runtime_options(p)
-    batch.add_server_options(p)
+    add_server_options(p)
     rate_options.add_rate_options(p)
     p.set_defaults(func=run)
 
@@ -48,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if batch.wanted(args):  # --url and/or a folder
         return batch.run_batch(args, "encode")
     from ..codec.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+    from ..codec.steps import StepError
     from ..metrics import bpp
-    from ..serving.steps import StepError
 
     max_pixels = args.max_pixels or DEFAULT_MAX_PIXELS
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import CLIError
+from .errors import CLIError
 
 CHECK_SIZE = (192, 256)  # (height, width) of the --check images: a multiple of 8*scale for 2x and 4x
 

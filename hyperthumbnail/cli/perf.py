@@ -13,10 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from . import CLIError
 from ..benchmarks.machine import machine_info
-
-MODELS = ("hyperthumbnail_encode", "hyperthumbnail_decode")
+from ..interface import DECODE_MODEL, ENSEMBLES
+from .errors import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,17 +31,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--url", default=None, metavar="HOST:PORT", help="server (default 127.0.0.1:8000 http, :8001 grpc)")
     p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="(default %(default)s)")
-    p.add_argument("--model", choices=MODELS, default="hyperthumbnail_decode", help="(default %(default)s)")
+    p.add_argument("--model", choices=ENSEMBLES, default=DECODE_MODEL, help="(default %(default)s)")
     p.add_argument("--resolution", default="1080p", metavar="1080p|4k|6k|WxH|FILE",
-                   help="input size (6k = 6144x4096, 4k = 3840x2160, 1080p = 1920x1080) or an image file (default %(default)s)")
+                   help="input size (6k = 6144x4096, 4k = 3840x2160, 1080p = 1920x1080) or an image file "
+                   "(default %(default)s)")
     p.add_argument("--concurrency", default="1", metavar="START:END[:STEP]", help="concurrency levels (default %(default)s)")
     p.add_argument("--output", default=None, metavar="FILE.json", help="write the results as JSON (+ .csv next to it)")
     p.add_argument("--shm", action="store_true", help="image tensors through system shared memory (local server)")
-    p.add_argument("--measurement-interval-ms", type=float, default=5000.0, metavar="MS", help="window length (default %(default)g)")
+    p.add_argument("--measurement-interval-ms", type=float, default=5000.0, metavar="MS",
+                   help="window length (default %(default)g)")
     p.add_argument("--stability", type=float, default=10.0, metavar="PCT",
                    help="allowed max/min spread of throughput and p95 over the last 3 windows (default %(default)g)")
-    p.add_argument("--max-windows", type=int, default=10, metavar="N", help="windows per level before giving up on stability (default %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, metavar="N", help="completed requests discarded at the start of each level (default %(default)s)")
+    p.add_argument("--max-windows", type=int, default=10, metavar="N",
+                   help="windows per level before giving up on stability (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, metavar="N",
+                   help="completed requests discarded at the start of each level (default %(default)s)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout (default %(default)g)")
     p.add_argument("--write-input-data", default=None, metavar="FILE.json",
                    help="only write perf_analyzer --input-data JSON for this model/resolution (and print the "
@@ -127,12 +130,12 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"no ready HyperThumbnail server at {args.protocol}://{client.options.url}")
         thumbnail = None
         try:
-            if args.model == "hyperthumbnail_decode":
+            if args.model == DECODE_MODEL:
                 console.print("encoding the input once on the server (the decode requests' payload) ...")
                 thumbnail = client.encode(perf_input.image)
             if args.write_input_data:
                 path = write_input_data(args.write_input_data, args.model, perf_input.image, thumbnail)
-                output_bytes = width * height * 3 if args.model == "hyperthumbnail_decode" else None
+                output_bytes = width * height * 3 if args.model == DECODE_MODEL else None
                 print(f"wrote {path} ({args.model}, {width}x{height})")
                 print("run the real perf_analyzer with:\n  "
                       + _perf_analyzer_command(args, client.options.url, str(path), output_bytes))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from . import CLIError
+from ..ratecontrol import ServerRateControl, TwoStageEncoder
+from .errors import CLIError
+from .options import make_pipeline
 
 
 def add_rate_options(p: argparse.ArgumentParser) -> None:
@@ -57,14 +59,17 @@ def wanted(args: argparse.Namespace) -> bool:
 class RateControlledEncoder:
     """`encode(image) -> bytes` with the rate options applied; `note` says what the last call did.
 
-    encoder: a `Pipeline` (in-process; `max_pixels` is its size limit) or a client with
-    `encode(image, table_scale=...)`.
+    encoder: the in-process `Pipeline` (a `TwoStageEncoder`; `max_pixels` is its size limit) or a
+    `HyperThumbnailClient` (a `ServerRateControl`: the server searches, and its TABLE_SCALE input
+    carries --rate). Both have `encode(image, table_scale=...)` and `close()`.
     """
 
-    def __init__(self, encoder, args: argparse.Namespace, max_pixels: int | None = None):
+    def __init__(self, encoder: TwoStageEncoder | ServerRateControl, args: argparse.Namespace,
+                 max_pixels: int | None = None):
         self.encoder = encoder
         self.args = args
-        self.kwargs = {"max_pixels": max_pixels} if max_pixels is not None and hasattr(encoder, "analyze") else {}
+        in_process = not isinstance(encoder, ServerRateControl)
+        self.kwargs = {"max_pixels": max_pixels} if in_process and max_pixels is not None else {}
         self.note = ""
 
     def encode(self, image: np.ndarray) -> bytes:
@@ -98,8 +103,7 @@ class RateControlledEncoder:
         return data
 
     def close(self) -> None:
-        if hasattr(self.encoder, "close"):
-            self.encoder.close()
+        self.encoder.close()
 
 
 def rate_controlled(make_codec: Callable[[], object], args: argparse.Namespace) -> Callable[[], object]:
@@ -108,7 +112,5 @@ def rate_controlled(make_codec: Callable[[], object], args: argparse.Namespace) 
         return make_codec
     if args.url:
         return lambda: RateControlledEncoder(make_codec(), args)
-    from .encode import make_pipeline
-
     shared = RateControlledEncoder(make_pipeline(args, args.scale), args, args.max_pixels)
     return lambda: shared

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import CLIError
+from .errors import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, repo: Path) -> int:
-    from ..serving.tritonserver import TritonServer, TritonServerError, failure_reasons
+    from ..serving.server_log import failure_reasons
+    from ..serving.server_process import TritonServer, TritonServerError
 
     def stream(line: str) -> None:
         sys.stderr.write(line)

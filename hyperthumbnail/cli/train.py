@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from . import CLIError
+from .errors import CLIError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.objective import ObjectiveConfig
-    from ..training.train import Trainer, TrainConfig
+    from ..training.train import TrainConfig, Trainer
 
     if args.device.startswith("cuda"):
         import torch
@@ -98,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
     if args.export_weights:
         from pathlib import Path
 
-        from ..weights import save_weights
-        from ..training.checkpoint import load_checkpoint_model
+        from ..weights import load_checkpoint_model, save_weights
         best = trainer.best_path if trainer.best_path.exists() else trainer.ckpt_path
         save_weights(load_checkpoint_model(best), Path(args.export_weights), {
             "checkpoint": best.name,

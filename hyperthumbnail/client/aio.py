@@ -9,14 +9,25 @@ from __future__ import annotations
 import asyncio
 import importlib
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from ..interface import ENSEMBLES, MAX_BATCH
 from .errors import TRANSLATED, ServerUnavailableError, translate
-from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
-from .requests import (MODELS, UNREGISTER_RETRY_DELAYS_S, Request, check_image, chunks, decode_request,
-                       encode_at_bpp_request, encode_request, hr_size, region_in_use, scatter)
+from .options import ClientOptions, Protocol, ShmMode
+from .requests import (
+    UNREGISTER_RETRY_DELAYS_S,
+    Request,
+    check_image,
+    chunks,
+    decode_request,
+    encode_at_bpp_request,
+    encode_request,
+    hr_size,
+    region_in_use,
+    scatter,
+)
 
 __all__ = ["AsyncHyperThumbnailClient"]
 
@@ -25,7 +36,7 @@ class AsyncHyperThumbnailClient:
     """asyncio twin of `HyperThumbnailClient` (same arguments, `await` every call, `async with`)."""
 
     def __init__(self, url: str | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
-                 use_shm: ShmMode = False, max_batch_size: int = ENSEMBLE_MAX_BATCH, verbose: bool = False):
+                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False):
         self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size)
         aio = importlib.import_module(f"tritonclient.{protocol}.aio")
         if protocol == "http":
@@ -81,7 +92,7 @@ class AsyncHyperThumbnailClient:
         try:
             if not await self.triton.is_server_ready(**kwargs):
                 return False
-            return all([await self.triton.is_model_ready(model, **kwargs) for model in MODELS])
+            return all([await self.triton.is_model_ready(model, **kwargs) for model in ENSEMBLES])
         except TRANSLATED:
             return False
 
@@ -97,7 +108,7 @@ class AsyncHyperThumbnailClient:
     async def close(self) -> None:
         await self.triton.close()
 
-    async def __aenter__(self) -> "AsyncHyperThumbnailClient":
+    async def __aenter__(self) -> AsyncHyperThumbnailClient:
         return self
 
     async def __aexit__(self, *exc) -> None:

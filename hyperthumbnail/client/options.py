@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Literal, Union
 
-__all__ = ["DEFAULT_URLS", "ENSEMBLE_MAX_BATCH", "SHM_AUTO_MIN_BYTES", "ClientOptions", "Protocol", "ShmMode"]
+__all__ = ["DEFAULT_URLS", "SHM_AUTO_MIN_BYTES", "ClientOptions", "Protocol", "ShmMode"]
 
 Protocol = Literal["http", "grpc"]
 ShmMode = Union[bool, Literal["auto"]]
 DEFAULT_URLS = {"http": "127.0.0.1:8000", "grpc": "127.0.0.1:8001"}  # `hyperthumbnail serve` defaults
-ENSEMBLE_MAX_BATCH = 8  # max_batch_size of both ensembles (model_repository/*/config.pbtxt)
 SHM_AUTO_MIN_BYTES = 1 << 20  # "auto": below this, the socket copy costs less than two extra calls
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
@@ -26,7 +25,7 @@ class ClientOptions:
 
     @classmethod
     def make(cls, url: str | None, protocol: str, timeout_s: float, use_shm: ShmMode,
-             max_batch_size: int) -> "ClientOptions":
+             max_batch_size: int) -> ClientOptions:
         if protocol not in DEFAULT_URLS:
             raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
         if use_shm not in (True, False, "auto"):

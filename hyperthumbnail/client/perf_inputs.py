@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tritonclient.utils import serialize_byte_tensor
 
-from .requests import DECODE_MODEL, ENCODE_MODEL
+from ..interface import DECODE_MODEL, ENCODE_MODEL
 
 __all__ = ["RESOLUTIONS", "HIGHRES_DIR", "PerfInput", "make_input", "parse_resolution", "procedural_photo",
            "input_data_json", "write_input_data"]

@@ -13,25 +13,22 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Callable, Hashable, Sequence
 
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import serialize_byte_tensor
 
 from ..codec.thumbnail import ThumbnailError, read_thumbnail
+from ..interface import DECODE_MODEL, ENCODE_AT_BPP_MODEL, ENCODE_MODEL
 from .errors import InvalidInputError
 
-__all__ = ["ENCODE_MODEL", "DECODE_MODEL", "ENCODE_AT_BPP_MODEL", "MODELS", "Region", "Request",
+__all__ = ["Region", "Request",
            "UNREGISTER_RETRY_DELAYS_S", "region_in_use", "check_image", "decode_request",
            "encode_at_bpp_request", "encode_request", "chunks", "hr_size", "scatter"]
 
-ENCODE_MODEL = "hyperthumbnail_encode"
-DECODE_MODEL = "hyperthumbnail_decode"
-MODELS = (ENCODE_MODEL, DECODE_MODEL)  # the two ensembles: what `is_ready` waits for
-ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
 
 
 @dataclass
@@ -44,7 +41,7 @@ class Region:
     handle: shm.SharedMemoryRegion
 
     @classmethod
-    def create(cls, byte_size: int) -> "Region":
+    def create(cls, byte_size: int) -> Region:
         name = f"hyperthumbnail_{os.getpid()}_{secrets.token_hex(6)}"
         return cls(name, "/" + name, byte_size, shm.create_shared_memory_region(name, "/" + name, byte_size, create_only=True))
 

@@ -6,14 +6,25 @@ thread its own client.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from ..interface import ENSEMBLES, MAX_BATCH
 from .errors import TRANSLATED, ServerUnavailableError, translate
-from .options import ENSEMBLE_MAX_BATCH, ClientOptions, Protocol, ShmMode
-from .requests import (MODELS, UNREGISTER_RETRY_DELAYS_S, Request, check_image, chunks, decode_request,
-                       encode_at_bpp_request, encode_request, hr_size, region_in_use, scatter)
+from .options import ClientOptions, Protocol, ShmMode
+from .requests import (
+    UNREGISTER_RETRY_DELAYS_S,
+    Request,
+    check_image,
+    chunks,
+    decode_request,
+    encode_at_bpp_request,
+    encode_request,
+    hr_size,
+    region_in_use,
+    scatter,
+)
 
 __all__ = ["HyperThumbnailClient"]
 
@@ -34,7 +45,7 @@ class HyperThumbnailClient:
     """
 
     def __init__(self, url: str | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
-                 use_shm: ShmMode = False, max_batch_size: int = ENSEMBLE_MAX_BATCH, verbose: bool = False):
+                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False):
         self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size)
         module = self.options.module
         if protocol == "http":
@@ -93,7 +104,7 @@ class HyperThumbnailClient:
         kwargs = self.options.call_kwargs
         try:
             return bool(self.triton.is_server_ready(**kwargs)) and all(
-                self.triton.is_model_ready(model, **kwargs) for model in MODELS)
+                self.triton.is_model_ready(model, **kwargs) for model in ENSEMBLES)
         except TRANSLATED:
             return False
 
@@ -109,7 +120,7 @@ class HyperThumbnailClient:
     def close(self) -> None:
         self.triton.close()
 
-    def __enter__(self) -> "HyperThumbnailClient":
+    def __enter__(self) -> HyperThumbnailClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -10,18 +10,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..interface import DEFAULT_MAX_PIXELS
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
     "ImageError",
     "check_size",
+    "bicubic_downscale",
+    "bicubic_resize",
     "crop_to",
+    "list_images",
     "load_image",
     "pad_to_multiple",
     "save_image",
 ]
 
-DEFAULT_MAX_PIXELS = 40_000_000  # a 6K photo is ~25 MP; this bounds memory on hostile input
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
@@ -114,3 +120,25 @@ def crop_to(arr: np.ndarray, width: int, height: int) -> np.ndarray:
     if not (1 <= height <= arr.shape[0] and 1 <= width <= arr.shape[1]):
         raise ValueError(f"cannot crop a {arr.shape[1]}x{arr.shape[0]} image to {width}x{height}")
     return arr[:height, :width]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files of a folder (by suffix), sorted; FileNotFoundError if there are none."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return files
+
+
+def bicubic_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """HxWx3 uint8 -> Pillow bicubic resize to size = (width, height) (anti-aliased when shrinking)."""
+    return np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+
+
+def bicubic_downscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Pillow bicubic by exactly 1/scale of the image edge-padded to a multiple of `scale`:
+    ceil(W/scale) x ceil(H/scale) pixels, thumbnail pixel i covering HR pixels scale*i.. as in
+    our thumbnails (a plain resize to that size would stretch the grid when W % scale != 0).
+    The reference every thumbnail PSNR is measured against."""
+    padded = pad_to_multiple(image, scale)
+    return bicubic_resize(padded, (padded.shape[1] // scale, padded.shape[0] // scale))

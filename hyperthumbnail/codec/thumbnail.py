@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import jpeglib
 import numpy as np
 
+from ..interface import COEF_LIMIT
+
 __all__ = [
     "DEFAULT_MAX_HR_PIXELS",
     "MAX_JPEG_SIDE",
@@ -42,6 +44,7 @@ __all__ = [
     "Thumbnail",
     "ThumbnailError",
     "read_thumbnail",
+    "scan_bytes",
     "thumbnail_size",
     "write_thumbnail",
 ]
@@ -57,7 +60,6 @@ _CRC_OFFSET = _PAYLOAD.size - 4
 # Baseline Huffman coding encodes at most 11-bit DC differences and 10-bit AC values
 # (libjpeg's MAX_COEF_BITS); anything larger makes libjpeg abort the write.
 _MAX_DC_DIFF = 2047
-MAX_AC = 1023
 MAX_JPEG_SIDE = 65535  # 16-bit size fields in SOF: the largest thumbnail side
 _MAX_HEADER_SEGMENTS = 32  # jpeglib keeps at most 50 APPn/COM markers in fixed C arrays
 
@@ -130,8 +132,8 @@ def _check_for_writing(thumb: Thumbnail) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"coefficients must be an integer array (int16), got {coef.dtype}")
     ac = coef[:, 1:]
     ac_peak = max(-int(ac.min()), int(ac.max()))  # no full-size temporaries
-    if ac_peak > MAX_AC:
-        raise ValueError(f"AC coefficient magnitude {ac_peak} exceeds the baseline limit {MAX_AC}")
+    if ac_peak > COEF_LIMIT:
+        raise ValueError(f"AC coefficient magnitude {ac_peak} exceeds the baseline limit {COEF_LIMIT}")
     dc = coef[:, 0].astype(np.int64).reshape(3, -1)  # raster order = libjpeg's coding order
     dc_diff_peak = int(np.abs(np.diff(dc, axis=1, prepend=0)).max())
     if dc_diff_peak > _MAX_DC_DIFF:
@@ -373,3 +375,17 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS) -> T
         scale=scale,
         hr_size=hr_size,
     )
+
+
+def scan_bytes(jpeg: bytes) -> int:
+    """Length of the entropy-coded data of a single-scan baseline JPEG."""
+    i = 2
+    while i + 4 <= len(jpeg):
+        if jpeg[i] != 0xFF:
+            raise ValueError("corrupt JPEG marker stream")
+        marker = jpeg[i + 1]
+        length = int.from_bytes(jpeg[i + 2:i + 4], "big")
+        if marker == 0xDA:  # SOS: the scan follows its header, EOI (2 bytes) closes the file
+            return len(jpeg) - (i + 2 + length) - 2
+        i += 2 + length
+    raise ValueError("no SOS marker found")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import onnx
 from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference

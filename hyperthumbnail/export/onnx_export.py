@@ -10,15 +10,15 @@ downscaler's per-channel kernel (`repeat` by a traced channel count) with dynami
 from __future__ import annotations
 
 import contextlib
-import io
 import hashlib
+import io
 import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import onnx
 import torch
@@ -135,7 +135,7 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
+def quiet_exporter() -> Iterator[None]:
     """The exporter narrates each stage on stdout and warns about things that do not apply here
     (torchvision ops, training mode of the wrapper); keep the CLI's output readable."""
     onnx_logger = logging.getLogger("torch.onnx")
@@ -171,7 +171,7 @@ def export_graph(model: HyperThumbnail, name: str, path: str | Path, opset: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs, outputs = GRAPH_IO[name]
-    with _eval_mode(model), torch.no_grad(), _quiet_exporter():
+    with _eval_mode(model), torch.no_grad(), quiet_exporter():
         args = _example_inputs(model, name)
         program = torch.onnx.export(
             _GRAPH_MODULES[name](model).eval(), args, dynamo=True, opset_version=opset,

@@ -7,16 +7,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..interface import COEF_LIMIT  # baseline JPEG codes AC magnitudes in at most 10 bits
 from .dct import coefficients_to_image, image_to_coefficients
 from .decoder import Decoder
 from .downscale import BicubicDownscale
 from .encoder import Encoder
 from .entropy import DCTRateModel
 from .qpm import QPM, expand_tables, round_ste
-
-
-# Baseline JPEG codes AC magnitudes in at most 10 bits; DC magnitudes never exceed 1024 anyway.
-COEF_LIMIT = 1023
 
 
 @dataclass(frozen=True)

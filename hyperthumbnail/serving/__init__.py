@@ -1,7 +1,9 @@
-"""Serving on Triton: the embedded tritonserver launcher (`tritonserver`), the model repository
-builder (`repository`), the steps shared by the Python backends and the in-process pipeline
-(`steps`, `onnx_runner`) and the Python-backend models themselves (`backends`, importable only
-inside a Triton Python-backend stub).
+"""Serving on Triton, and only that: the Python-backend models (`backends`, importable only inside
+a Triton Python-backend stub), the model repository builder (`repository`), the tritonserver
+process (`server_runtime`: the wheel's layout and environment, `server_flags`: the flags,
+`server_log`: failure reasons from the log, `server_process`: start/wait/stop) and the demo.
 
-Submodules are imported on demand; `import hyperthumbnail.serving` itself stays cheap.
+What the in-process pipeline shares with the served models lives below this layer
+(`hyperthumbnail.codec.steps`, `hyperthumbnail.runtime`). Submodules are imported on demand;
+`import hyperthumbnail.serving` itself stays cheap.
 """

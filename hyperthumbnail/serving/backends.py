@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from ..codec import steps
 from ..metrics import bpp
-from ..ratecontrol import search_table_scale
-from . import steps
-from .onnx_runner import OnnxRunner
+from ..ratecontrol import search_analyzed
+from ..runtime.onnx import OnnxRunner
 
 
 class _PythonModel:
@@ -160,22 +160,23 @@ class EncodeAtBppModel(_PythonModel):
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
     def encode_one(self, image: np.ndarray, target_bpp: float, tolerance: float) -> tuple[bytes, float]:
-        chw, hr_size = steps.preprocess(image, self.scale, self.max_pixels)
-        coefficients = self.infer("encoder", {"image": chw[None]}, ["coefficients"])["coefficients"]
-
-        def write(table_scale: float) -> bytes:
-            out = self.infer("qpm", {"coefficients": coefficients,
-                                     "table_scale": np.array([[table_scale]], np.float32)}, ["quantized", "tables"])
-            return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], hr_size, self.scale)
-
-        def write_tables(tables: np.ndarray) -> bytes:
-            quantized = steps.quantize_with_tables(coefficients[0], tables)
-            return steps.encode_thumbnail(quantized, tables, hr_size, self.scale)
-
-        target_bytes = target_bpp * hr_size[0] * hr_size[1] / 8.0
+        coefficients, hr_size = self.analyze(image)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # out of reach: the closest file; BPP tells the client
-            return search_table_scale(write, target_bytes, tolerance, write_tables=write_tables)
+            return search_analyzed(self, coefficients, hr_size, target_bpp, tolerance)
+
+    # The ratecontrol.TwoStageEncoder protocol, on the served models.
+    def analyze(self, image: np.ndarray, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        chw, hr_size = steps.preprocess(image, self.scale, max_pixels or self.max_pixels)
+        return self.infer("encoder", {"image": chw[None]}, ["coefficients"])["coefficients"][0], hr_size
+
+    def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
+        out = self.infer("qpm", {"coefficients": coefficients[None],
+                                 "table_scale": np.array([[table_scale]], np.float32)}, ["quantized", "tables"])
+        return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], hr_size, self.scale)
+
+    def write_with_tables(self, coefficients: np.ndarray, hr_size: tuple[int, int], tables: np.ndarray) -> bytes:
+        return steps.encode_thumbnail(steps.quantize_with_tables(coefficients, tables), tables, hr_size, self.scale)
 
     def run(self, inputs):
         images = np.asarray(inputs["IMAGE"])

@@ -20,7 +20,7 @@ from ..client import HyperThumbnailClient
 from ..codec.images import load_image
 from ..metrics import bpp, psnr
 from .repository import build_repository
-from .tritonserver import TritonServer, free_port
+from .server_process import TritonServer, free_port
 
 DATA_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 SAMPLES = ["kodak/kodim05.png", "kodak/kodim23.png", "set14/comic.png", "urban100/img_001.png"]

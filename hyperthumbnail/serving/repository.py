@@ -21,16 +21,17 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
+
+from ..interface import ENCODE_AT_BPP_MODEL, ENCODE_MODEL, ENSEMBLES, MAX_BATCH, NEURAL_MODELS
 
 __all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_dir", "RepositoryError"]
 
-NEURAL_MODELS = ("encoder", "qpm", "decoder")
-SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode", "hyperthumbnail_encode_at_bpp")  # carry a `scale` parameter
+SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode", ENCODE_AT_BPP_MODEL)  # carry a `scale` parameter
 STAMP_NAME = ".hyperthumbnail-build.json"
 DEFAULT_REPOSITORY = Path("build") / "model_repository"
-ENSEMBLE_MAX_BATCH = 8  # as in the templates
 _PACKAGE = Path(__file__).resolve().parents[1]
 _IGNORED = shutil.ignore_patterns("*.onnx", "*.plan", "__pycache__", "*.pyc", ".gitkeep")
 
@@ -44,7 +45,7 @@ class RepositoryError(RuntimeError):
 def template_dir() -> Path:
     """The committed `model_repository/` next to the package (a source checkout or editable install)."""
     path = _PACKAGE.parent / "model_repository"
-    if not (path / "hyperthumbnail_encode" / "config.pbtxt").is_file():
+    if not (path / ENCODE_MODEL / "config.pbtxt").is_file():
         raise RepositoryError(f"model repository templates not found at {path}; "
                               "run from a source checkout of the project")
     return path
@@ -122,7 +123,7 @@ def _complete(repository: Path, plans: dict[str, Path]) -> bool:
         if not (repository / name / "1" / graph).is_file():
             return False
     return all((repository / name / "config.pbtxt").is_file()
-               for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"))
+               for name in ENSEMBLES)
 
 
 def build_repository(
@@ -189,7 +190,7 @@ def build_repository(
     staging.chmod(0o755)
     try:
         shutil.copytree(templates, staging, ignore=_IGNORED, dirs_exist_ok=True)
-        for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"):
+        for name in ENSEMBLES:
             (staging / name / "1").mkdir(exist_ok=True)  # ensembles need an (empty) version dir
         for name in SCALED_MODELS:
             config = staging / name / "config.pbtxt"
@@ -199,9 +200,9 @@ def build_repository(
             export_graph(model, name, staging / name / "1" / "model.onnx")
             if target == "gpu":
                 _make_gpu_model(staging / name, plan_paths.get(name), plan_max_batch)
-        if plan_paths and plan_max_batch < ENSEMBLE_MAX_BATCH:
+        if plan_paths and plan_max_batch < MAX_BATCH:
             # An ensemble may not take larger batches than any of its steps.
-            for name in ("hyperthumbnail_encode", "hyperthumbnail_decode"):
+            for name in ENSEMBLES:
                 config = staging / name / "config.pbtxt"
                 config.write_text(set_max_batch_size(config.read_text(), plan_max_batch))
         write_manifest(model, staging, weights_sha256=weights_hash.split(":", 1)[1])

@@ -9,25 +9,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-
-def scan_bytes(jpeg: bytes) -> int:
-    """Length of the entropy-coded data of a single-scan baseline JPEG."""
-    i = 2
-    while i + 4 <= len(jpeg):
-        if jpeg[i] != 0xFF:
-            raise ValueError("corrupt JPEG marker stream")
-        marker = jpeg[i + 1]
-        length = int.from_bytes(jpeg[i + 2:i + 4], "big")
-        if marker == 0xDA:  # SOS: the scan follows its header, EOI (2 bytes) closes the file
-            return len(jpeg) - (i + 2 + length) - 2
-        i += 2 + length
-    raise ValueError("no SOS marker found")
+from ..codec.steps import encode_thumbnail
+from ..codec.thumbnail import scan_bytes
 
 
 def real_scan_bits(q: torch.Tensor, tables: torch.Tensor, scale: int) -> np.ndarray:
     """Huffman-coded scan bits per image for quantized coefficients (B,3,64,h,w)."""
-    from ..serving.steps import encode_thumbnail
-
     q_np = q.detach().round().to(torch.int16).cpu().numpy()
     t_np = tables.detach().round().clamp(1, 255).to(torch.uint8).cpu().numpy()
     h, w = q_np.shape[-2:]

@@ -12,9 +12,10 @@ import torch
 from tqdm import tqdm
 
 from ..model import HyperThumbnail, ModelConfig
+from ..weights import load_checkpoint
 from .calibration import real_scan_bits
 from .amp import autocast_dtype
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .data import ImageBank
 from .objective import ObjectiveConfig, RateDistortionObjective
 
@@ -121,7 +122,8 @@ class Trainer:
     def state(self) -> dict:
         return {
             "model": self.model.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(), "rate_optimizer": self.rate_opt.state_dict(), "objective": self.objective.state_dict(),
+            "optimizer": self.opt.state_dict(), "rate_optimizer": self.rate_opt.state_dict(),
+            "objective": self.objective.state_dict(),
             "step": self.step, "elapsed": self.elapsed, "best_score": self.best_score,
             "rng_torch": torch.get_rng_state(), "rng_sampler": self.generator.get_state(),
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else torch.empty(0, dtype=torch.uint8),

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Rate proxy vs reality on Kodak: the factorized density's bits against the real .jpg bytes.
 
 For each image the trained checkpoint encodes the photo; we compare
@@ -9,35 +8,31 @@ For each image the trained checkpoint encodes the photo; we compare
   share: what our training objective optimises (training/objective.py, calibration.py),
 - `real_bpp`: 8 * file bytes / HR pixels.
 
-    .venv/bin/python benchmarks/rate_proxy.py --checkpoint runs/x4/best.pt
-writes benchmarks/results/rate_proxy.json.
+    hyperthumbnail bench rate-proxy --checkpoint runs/x4/best.pt
+writes benchmarks/results/rate_proxy.json (the rate model is not shipped: it needs a checkpoint).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hyperthumbnail.benchmarks.machine import utc_now
-from hyperthumbnail.codec.images import load_image, pad_to_multiple
-from hyperthumbnail.evaluation import to_tensor
-from hyperthumbnail.model.dct import image_to_coefficients
-from hyperthumbnail.model.qpm import expand_tables
-from hyperthumbnail.serving.steps import encode_thumbnail
-from hyperthumbnail.training.checkpoint import load_checkpoint, load_checkpoint_model
-from hyperthumbnail.training.data import list_images
-from hyperthumbnail.training.objective import ObjectiveConfig
+from ..codec.images import list_images, load_image, pad_to_multiple
+from ..codec.steps import encode_thumbnail
+from ..evaluation import to_tensor
+from ..model.dct import image_to_coefficients
+from ..model.qpm import expand_tables
+from ..training.objective import ObjectiveConfig
+from ..weights import load_checkpoint, load_checkpoint_model
+from .machine import utc_now
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="runs/x4/best.pt")
-    parser.add_argument("--data", default="../shared/datasets/kodak")
-    parser.add_argument("--out", default="benchmarks/results/rate_proxy.json")
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> int:
 
     state = load_checkpoint(Path(args.checkpoint))
     calibration = float(state["objective"]["rate_calibration"])
@@ -64,7 +59,7 @@ def main() -> None:
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
     result = {
         "meta": {"checkpoint": args.checkpoint, "step": int(state["step"]), "rate_calibration": calibration,
-                 "header_bpp": header_bpp, "date": utc_now(), "command": "benchmarks/rate_proxy.py"},
+                 "header_bpp": header_bpp, "date": utc_now(), "command": shlex.join([sys.executable, *sys.argv])},
         "kodak_mean": mean,
         "relative_error": {k: mean[k] / mean["real_bpp"] - 1 for k in keys[1:]},
         "images": rows,
@@ -73,7 +68,4 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     errors = ", ".join(f"{k} {mean[k]:.4f} ({100 * v:+.1f}%)" for k, v in result["relative_error"].items())
     print(f"Kodak mean: real {mean['real_bpp']:.4f} bpp; {errors} -> {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

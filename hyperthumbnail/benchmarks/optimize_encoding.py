@@ -7,8 +7,8 @@ change against the plain encode and the time per image and per step, wall clock 
 of this process (on a shared machine the CPU time is the steadier of the two; the optimization
 includes its own encoder pass, the plain time is one encode). Writes optimize.json.
 
-    .venv/bin/python benchmarks/optimize_encoding.py                        # 4 Kodak images, N = 10, 30
-    .venv/bin/python benchmarks/optimize_encoding.py --limit 24 --steps 5,20,50 --weights runs/x4/last.pt
+    hyperthumbnail bench optimize                        # 4 Kodak images, N = 10, 30
+    hyperthumbnail bench optimize --limit 24 --steps 5,20,50 --weights runs/x4/last.pt
 """
 from __future__ import annotations
 
@@ -23,28 +23,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hyperthumbnail.benchmarks.machine import machine_info, utc_now
-from hyperthumbnail.benchmarks.methods import Coded
-from hyperthumbnail.benchmarks.rd import METRICS, image_metrics
-from hyperthumbnail.codec.images import load_image
-from hyperthumbnail.optimize import OptimizeConfig, optimize_encoding
-from hyperthumbnail.pipeline import Pipeline
-from hyperthumbnail.training.data import list_images
-from hyperthumbnail.weights import card_path, file_sha256
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
-    p.add_argument("--limit", type=int, default=4, help="first N images")
-    p.add_argument("--steps", default="10,30", help="comma-separated numbers of optimization steps")
-    p.add_argument("--table-scale", type=float, default=1.0, help="rate: QPM table scale of every encode")
-    p.add_argument("--lr", type=float, default=OptimizeConfig.lr, help="Adam step, in quantization steps")
-    p.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
-    p.add_argument("--out", default="benchmarks/results")
-    return p.parse_args(argv)
+from ..codec.images import list_images, load_image
+from ..optimize import OptimizeConfig, optimize_encoding
+from ..pipeline import Pipeline
+from ..weights import card_path, file_sha256
+from .machine import machine_info, utc_now
+from .methods import Coded
+from .rd import METRICS, image_metrics
 
 
 def measure(pipeline: Pipeline, image: np.ndarray, data: bytes) -> dict[str, float]:
@@ -86,11 +71,10 @@ def summarize(rows: list[dict], steps: list[int]) -> list[dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     steps = sorted(int(s) for s in args.steps.split(","))
     pipeline = Pipeline(args.weights, runtime="torch", threads=args.threads)  # gradients need torch
-    config = OptimizeConfig(lr=args.lr)
+    config = OptimizeConfig() if args.lr is None else OptimizeConfig(lr=args.lr)
     paths = list_images(args.data)[:args.limit]
     started = time.monotonic()
     rows = [row for path in tqdm(paths, desc="optimize", unit="img")
@@ -121,7 +105,3 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(f"wrote {out / 'optimize.json'}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

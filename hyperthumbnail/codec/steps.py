@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codec.images import DEFAULT_MAX_PIXELS, ImageError, check_size, crop_to, pad_to_multiple
-from ..codec.thumbnail import (MAX_AC, MAX_JPEG_SIDE, Thumbnail, ThumbnailError, read_thumbnail, thumbnail_size,
-                               write_thumbnail)
+from ..interface import COEF_LIMIT
+from .images import DEFAULT_MAX_PIXELS, ImageError, check_size, crop_to, pad_to_multiple
+from .thumbnail import MAX_JPEG_SIDE, Thumbnail, ThumbnailError, read_thumbnail, thumbnail_size, write_thumbnail
 
 __all__ = [
     "DEFAULT_CALL_MAX_BYTES",
@@ -103,7 +103,7 @@ def quantize_with_tables(coefficients: np.ndarray, tables: np.ndarray) -> np.nda
     scale can express: rate control's entry-by-entry step sets single entries.
     """
     per_component = np.asarray(tables).astype(np.float32)[[0, 1, 1]][:, :, None, None]
-    return np.clip(np.rint(coefficients / per_component), -MAX_AC, MAX_AC).astype(np.int16)
+    return np.clip(np.rint(coefficients / per_component), -COEF_LIMIT, COEF_LIMIT).astype(np.int16)
 
 
 def encode_thumbnail(quantized: np.ndarray, tables: np.ndarray, hr_size: tuple[int, int], scale: int) -> bytes:

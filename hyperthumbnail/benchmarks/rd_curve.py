@@ -6,9 +6,9 @@ at the libjpeg quality whose file is closest to ours. Reports per target: how of
 landed within the tolerance, mean bpp / HR PSNR / SSIM / thumbnail PSNR of both, and whether
 ours is above the baseline. Writes rd_curve.json and rd_curve.png.
 
-    .venv/bin/python benchmarks/rd_curve.py                      # Kodak, targets 0.15,0.2,0.3,0.45
-    .venv/bin/python benchmarks/rd_curve.py --targets 0.15,0.3 --limit 4 --weights runs/x4/last.pt
-    .venv/bin/python benchmarks/rd_curve.py --scale 2 --targets 0.5,0.8,1.2,1.6   # the 2x model
+    hyperthumbnail bench rd-curve                      # Kodak, targets 0.15,0.2,0.3,0.45
+    hyperthumbnail bench rd-curve --targets 0.15,0.3 --limit 4 --weights runs/x4/last.pt
+    hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6   # the 2x model
 """
 from __future__ import annotations
 
@@ -23,33 +23,36 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from hyperthumbnail.benchmarks.machine import machine_info, utc_now
-from hyperthumbnail.benchmarks.methods import Coded, bicubic_jpeg_codec
-from hyperthumbnail.benchmarks.rd import METRICS, image_metrics
-from hyperthumbnail.codec.images import load_image
-from hyperthumbnail.metrics import bpp as bits_per_pixel
-from hyperthumbnail.pipeline import Pipeline
-from hyperthumbnail.ratecontrol import RateControlWarning, search_table_scale
-from hyperthumbnail.training.data import list_images
-from hyperthumbnail.weights import card_path, file_sha256
+from ..codec.images import list_images, load_image
+from ..metrics import bpp as bits_per_pixel
+from ..pipeline import Pipeline
+from ..ratecontrol import RateControlWarning, search_analyzed
+from ..weights import card_path, file_sha256
+from .machine import machine_info, utc_now
+from .methods import Coded, bicubic_jpeg_codec
+from .rd import METRICS, image_metrics
 
 METHODS = ("hyperthumbnail", "bicubic_jpeg")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default="../shared/datasets/kodak", help="folder of test images")
-    p.add_argument("--targets", default="0.15,0.2,0.3,0.45", help="comma-separated target bpp values")
-    p.add_argument("--tolerance", type=float, default=0.03, help="relative tolerance of each target")
-    p.add_argument("--scale", type=int, choices=(2, 4), default=4,
-                   help="which shipped weights (ignored with --weights); 2x results go to rd_curve_x2.*")
-    p.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped for --scale")
-    p.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
-    p.add_argument("--limit", type=int, default=None, help="first N images")
-    p.add_argument("--out", default="benchmarks/results")
-    return p.parse_args(argv)
+class _ProbeCounter:
+    """The pipeline as a `TwoStageEncoder` that counts the search's probes (by scale, by tables)."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.probes = self.table_probes = 0
+
+    def analyze(self, image: np.ndarray, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+        return self.pipeline.analyze(image, max_pixels)
+
+    def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
+        self.probes += 1
+        return self.pipeline.quantize_and_write(coefficients, hr_size, table_scale)
+
+    def write_with_tables(self, coefficients: np.ndarray, hr_size: tuple[int, int], tables: np.ndarray) -> bytes:
+        self.probes += 1
+        self.table_probes += 1
+        return self.pipeline.write_with_tables(coefficients, hr_size, tables)
 
 
 def run_image(pipeline: Pipeline, baseline, path: Path, targets: list[float], tolerance: float) -> list[dict]:
@@ -60,28 +63,18 @@ def run_image(pipeline: Pipeline, baseline, path: Path, targets: list[float], to
     analyze_s = time.perf_counter() - start
     rows = []
     for target in targets:
-        probes = []
-
-        def write(table_scale: float) -> bytes:
-            probes.append(table_scale)
-            return pipeline.quantize_and_write(coefficients, hr_size, table_scale)
-
-        def write_tables(tables: np.ndarray) -> bytes:
-            probes.append(None)
-            return pipeline.write_with_tables(coefficients, hr_size, tables)
-
+        counter = _ProbeCounter(pipeline)
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RateControlWarning)
-            ours, table_scale = search_table_scale(write, target * width * height / 8.0, tolerance,
-                                                   write_tables=write_tables)
+            ours, table_scale = search_analyzed(counter, coefficients, hr_size, target, tolerance)
         search_s = time.perf_counter() - start
         achieved = bits_per_pixel(len(ours), width, height)
         common = {"image": path.name, "width": width, "height": height, "target_bpp": target}
         ours_coded = Coded(ours, pipeline.decode(ours))
         rows.append({**common, "method": "hyperthumbnail", **image_metrics(image, ours_coded, pipeline.scale),
                      "table_scale": table_scale, "within_tolerance": abs(achieved / target - 1) <= tolerance,
-                     "probes": len(probes), "table_probes": probes.count(None), "search_s": search_s, "analyze_s": analyze_s,
+                     "probes": counter.probes, "table_probes": counter.table_probes, "search_s": search_s, "analyze_s": analyze_s,
                      "note": str(caught[0].message) if caught else None})
         base = baseline(image, ours)
         rows.append({**common, "method": "bicubic_jpeg", **image_metrics(image, base, pipeline.scale),
@@ -133,8 +126,7 @@ def plot(points: list[dict], rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     targets = sorted(float(t) for t in args.targets.split(","))
     pipeline = Pipeline(args.weights, scale=args.scale, runtime=args.runtime, threads=args.threads)
     baseline = bicubic_jpeg_codec(pipeline.scale, "444")
@@ -167,7 +159,3 @@ def main(argv: list[str] | None = None) -> int:
               f"{p['bicubic_jpeg']['psnr']:.2f} dB: {p['psnr_gain_db']:+.2f} dB, above on {p['images_above_baseline']}")
     print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Peak memory of the tritonserver process tree while a measurement runs."""
+from __future__ import annotations
+
+import threading
+
+import psutil
+
+__all__ = ["TreeRSS"]
+
+
+class TreeRSS:
+    """Peak summed RSS of the tritonserver processes started by this process (server + stubs),
+    sampled every 50 ms while active. Shared pages count once per process, so it overestimates."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _tree() -> list[psutil.Process]:
+        procs = []
+        for child in psutil.Process().children(recursive=False):
+            try:
+                if child.name() == "tritonserver":
+                    procs += [child, *child.children(recursive=True)]
+            except psutil.Error:
+                continue
+        return procs
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            total = 0
+            for proc in self._tree():
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> TreeRSS:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,72 @@
+"""The served interface in one place: model and tensor names, max batch, limits.
+
+The model repository templates (`model_repository/*/config.pbtxt`), the repository builder, the
+client SDK, the perf tool and the codec all take their names and limits from here; a test parses
+every config.pbtxt and checks it says the same. Plain Python: importable without torch (the GPU
+container runs the serving code with no torch installed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL", "ENCODE_MODEL", "ENSEMBLES",
+    "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
+]
+
+# ---------------------------------------------------------------------------- limits
+MAX_BATCH = 8                    # max_batch_size of every model in the CPU repository
+COEF_LIMIT = 1023                # |quantized AC coefficient| of baseline 8-bit JPEG (Huffman size category 10)
+DEFAULT_MAX_PIXELS = 40_000_000  # largest photo accepted by default (a 6K photo is ~25 MP)
+
+# ---------------------------------------------------------------------------- models
+ENCODE_MODEL = "hyperthumbnail_encode"  # ensemble: photo -> .jpg bytes
+DECODE_MODEL = "hyperthumbnail_decode"  # ensemble: .jpg bytes -> photo
+ENSEMBLES = (ENCODE_MODEL, DECODE_MODEL)  # what a client waits for
+ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
+NEURAL_MODELS = ("encoder", "qpm", "decoder")  # exported graphs (ONNX / TensorRT)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton's config name, e.g. "TYPE_UINT8"
+    dims: tuple[int, ...]  # without the batch dimension; -1 is variable
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int = MAX_BATCH
+
+
+def _t(name: str, data_type: str, *dims: int, optional: bool = False) -> TensorSpec:
+    return TensorSpec(name, f"TYPE_{data_type}", dims, optional)
+
+
+_IMAGE = _t("IMAGE", "UINT8", -1, -1, 3)  # RGB, HWC
+_THUMBNAIL = _t("THUMBNAIL", "STRING", 1)  # the .jpg bytes
+_HR_SIZE = _t("HR_SIZE", "INT32", 2)  # (width, height) of the photo
+_QUANTIZED = _t("QUANTIZED", "INT32", 3, 64, -1, -1)  # Y, Cb, Cr x 64 natural-order DCT entries x blocks
+_TABLES = _t("TABLES", "INT32", 2, 64)  # luma, chroma quantization tables
+_IMAGE_F32 = _t("IMAGE_F32", "FP32", 3, -1, -1)  # CHW in [0, 1]
+
+MODELS: dict[str, ModelSpec] = {
+    ENCODE_MODEL: ModelSpec((_IMAGE, _t("TABLE_SCALE", "FP32", 1, optional=True)), (_THUMBNAIL,)),
+    DECODE_MODEL: ModelSpec((_THUMBNAIL,), (_IMAGE,)),
+    ENCODE_AT_BPP_MODEL: ModelSpec(
+        (_IMAGE, _t("TARGET_BPP", "FP32", 1), _t("TOLERANCE", "FP32", 1, optional=True)),
+        (_THUMBNAIL, _t("TABLE_SCALE", "FP32", 1), _t("BPP", "FP32", 1))),
+    "preprocess": ModelSpec((_IMAGE, _t("TABLE_SCALE", "FP32", 1, optional=True)),
+                            (_IMAGE_F32, _HR_SIZE, _t("TABLE_SCALE", "FP32", 1))),
+    "encoder": ModelSpec((_t("image", "FP32", 3, -1, -1),), (_t("coefficients", "FP32", 3, 64, -1, -1),)),
+    "qpm": ModelSpec((_t("coefficients", "FP32", 3, 64, -1, -1), _t("table_scale", "FP32", 1)),
+                     (_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64))),
+    "jpeg_encode": ModelSpec((_QUANTIZED, _TABLES, _HR_SIZE), (_THUMBNAIL,)),
+    "jpeg_decode": ModelSpec((_THUMBNAIL,), (_QUANTIZED, _TABLES, _HR_SIZE)),
+    "decoder": ModelSpec((_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64)),
+                         (_t("image", "FP32", 3, -1, -1),)),
+    "postprocess": ModelSpec((_IMAGE_F32, _HR_SIZE), (_IMAGE,)),
+}

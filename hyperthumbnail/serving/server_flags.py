@@ -1,0 +1,42 @@
+"""The tritonserver flags of a HyperThumbnail deployment: one source for `hyperthumbnail serve`,
+the replicas behind nginx and the Helm chart, so they cannot drift apart.
+
+Only the portable flags are here (what to serve, where to listen, how to fail and stop); where
+the binary, its backends and caches live is the local runtime's business (`server_runtime`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["DEFAULT_EXIT_TIMEOUT_S", "DEFAULT_PORTS", "HEALTH_LIVE", "HEALTH_READY", "METRICS_PATH", "tritonserver_flags"]
+
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
+DEFAULT_EXIT_TIMEOUT_S = 10  # drain time for in-flight requests on SIGINT/SIGTERM
+HEALTH_LIVE = "/v2/health/live"
+HEALTH_READY = "/v2/health/ready"
+METRICS_PATH = "/metrics"
+
+
+def tritonserver_flags(model_repository: str | Path, *, host: str = "127.0.0.1",
+                       http_port: int = DEFAULT_PORTS["http"], grpc_port: int = DEFAULT_PORTS["grpc"],
+                       metrics_port: int = DEFAULT_PORTS["metrics"], exit_timeout: int = DEFAULT_EXIT_TIMEOUT_S,
+                       log_verbose: int = 0, gpu: bool = False, shm_prefix: str | None = None) -> list[str]:
+    """Flags for `tritonserver` (without the binary). `model_repository`: a local path or an
+    object-storage URI (`s3://...`), passed through as is."""
+    flags = [
+        f"--model-repository={model_repository}",
+        f"--http-address={host}", f"--http-port={http_port}",
+        f"--grpc-address={host}", f"--grpc-port={grpc_port}",
+        f"--metrics-address={host}", f"--metrics-port={metrics_port}",
+        "--allow-metrics=true",
+        "--disable-auto-complete-config",   # configs are complete; surprises should be errors
+        "--strict-readiness=true",
+        "--exit-on-error=true",             # a model that fails to load stops the server
+        f"--exit-timeout-secs={exit_timeout}",  # drain time for in-flight requests on stop
+        f"--log-verbose={log_verbose}",
+    ]
+    if shm_prefix:  # several servers on one machine must not clobber each other's /dev/shm regions
+        flags.append(f"--backend-config=python,shm-region-prefix-name={shm_prefix}")
+    if not gpu:  # the wheel's server probes CUDA/DCGM; on a CPU machine that is just noise
+        flags += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
+    return flags

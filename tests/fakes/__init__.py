@@ -1,0 +1,1 @@
+"""Small fakes of things only a running server provides (see each module)."""
