@@ -158,7 +158,7 @@ def test_bf16_requested_on_a_cpu_without_native_bf16_trains_in_float32(image_fol
     from hyperthumbnail.model import ModelConfig
     from hyperthumbnail.training import amp
     from hyperthumbnail.training.data import ImageBank
-    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
 
     flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {}\n"
     (tmp_path / "with").write_text(flags.format("avx512_bf16"))
@@ -237,7 +237,7 @@ def test_thumbnail_term_weights_the_worst_image_and_colour_error() -> None:
 
 def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
     from hyperthumbnail.model import ModelConfig
-    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
 
     trainer = Trainer(TrainConfig(data=str(tmp_path), run_dir=str(tmp_path / "run"), val_data=None,
                                   val_target_bpp=0.30, val_min_thumbnail_psnr=33.5, val_min_thumbnail_worst=30.0,
@@ -253,7 +253,7 @@ def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
 
 def test_warm_start_fits_the_rate_model_before_training(image_folder: Path, tmp_path: Path) -> None:
     from hyperthumbnail.model import HyperThumbnail, ModelConfig
-    from hyperthumbnail.training.train import Trainer, TrainConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
     from hyperthumbnail.weights import save_weights
 
     save_weights(HyperThumbnail(ModelConfig(**SMALL)), tmp_path / "w.safetensors", {})

@@ -3,7 +3,8 @@
 `python -m hyperthumbnail.training.precision_check --steps 40 --threads 1 --out FILE.json` trains
 the full-size model for the same steps from the same warm start and seed in each mode (float32
 NCHW, float32 channels-last, bf16 autocast + channels-last) and records the mean step time (after
-warm-up steps; wall and process CPU time, which a shared machine's other load does not inflate) and the per-step losses, so the bf16 curve can be compared with float32's.
+warm-up steps; wall and process CPU time, which a shared machine's other load does not inflate)
+and the per-step losses, so the bf16 curve can be compared with float32's.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .data import ImageBank
-from .train import Trainer, TrainConfig
+from .train import TrainConfig, Trainer
 
 MODES = {"fp32": (False, False), "fp32_channels_last": (False, True), "bf16_channels_last": (True, True)}
 
@@ -68,7 +69,8 @@ def main() -> None:
         diff = np.asarray(r["losses"]) - ref
         r["loss_mean"] = float(np.mean(r["losses"]))
         r["loss_rel_diff_vs_first"] = float(np.mean(np.abs(diff)) / np.mean(ref))
-        print(f"{r['mode']:>20}: {r['step_s_mean']:.3f} s/step (median {r['step_s_median']:.3f}, CPU {r['step_cpu_s_mean']:.3f} s), "
+        print(f"{r['mode']:>20}: {r['step_s_mean']:.3f} s/step (median {r['step_s_median']:.3f}, "
+              f"CPU {r['step_cpu_s_mean']:.3f} s), "
               f"mean loss {r['loss_mean']:.5f}, mean |loss diff| vs {results[0]['mode']} "
               f"{100 * r['loss_rel_diff_vs_first']:.2f}%")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from ..model import HyperThumbnail, ModelConfig
 from ..weights import load_checkpoint
-from .calibration import real_scan_bits
 from .amp import autocast_dtype
+from .calibration import real_scan_bits
 from .checkpoint import save_checkpoint
 from .data import ImageBank
 from .objective import ObjectiveConfig, RateDistortionObjective
