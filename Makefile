@@ -30,7 +30,7 @@ perf-analyzer: $(VENV_STAMP)
 	$(PY) scripts/install_perf_analyzer.py .venv
 
 # triton-model-analyzer in its own venv (it pins a different tritonclient); only the
-# model-analyzer benchmark needs it (python -m hyperthumbnail.benchmarks.model_analyzer).
+# model-analyzer benchmark needs it (hyperthumbnail bench model-analyzer).
 MODEL_ANALYZER := .venv-tools/model-analyzer/bin/model-analyzer
 model-analyzer: $(MODEL_ANALYZER)
 $(MODEL_ANALYZER):

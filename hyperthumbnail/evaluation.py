@@ -43,5 +43,7 @@ def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.devic
 
 def evaluate_folder(model: HyperThumbnail, folder: str | Path, device: torch.device | str = "cpu",
                     limit: int | None = None) -> dict[str, float]:
+    """Means over the images, plus the worst image's thumbnail PSNR (`lr_psnr_worst`)."""
     rows = [evaluate_image(model, load_image(p), device) for p in list_images(folder)[:limit]]
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    return {**means, "lr_psnr_worst": float(min(r["lr_psnr"] for r in rows))}

@@ -347,7 +347,7 @@ def pipeline():
 
     if served_weights() is not None:
         pytest.skip("no shipped weights")
-    return Pipeline(runtime="onnx")
+    return Pipeline()  # the default runtime, as the CLI and the server use
 
 
 def test_stripped_thumbnail_decodes_to_the_same_pixels(tmp_path, pipeline):

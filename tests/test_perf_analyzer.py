@@ -170,3 +170,17 @@ def test_engine_without_a_server_is_an_error(tmp_path, binary):
     job = PerfAnalyzerJob(binary, "hyperthumbnail_decode", "127.0.0.1:1", "http", data, SHORT)
     with pytest.raises(PerfAnalyzerError, match="Couldn't connect to server"):
         run_level(job, 1, timeout_s=60)
+
+
+@pytest.mark.parametrize("extra,reason", [
+    (["--url", "127.0.0.1:1,127.0.0.1:2"], "several --url servers"),
+    (["--model", "hyperthumbnail_encode", "--shm"], "optional inputs"),
+    (["--protocol", "grpc", "--shm", "--admin-key", "k"], "headers over HTTP only"),
+])
+def test_cli_says_what_perf_analyzer_cannot_run(extra, reason, capsys):
+    """Asked for explicitly, it is a one-line error naming the reason; by default those runs go to builtin."""
+    from hyperthumbnail.cli import main
+
+    assert main(["perf", "--engine", "perf_analyzer", *extra]) == 1
+    err = capsys.readouterr().err
+    assert reason in err and "--engine builtin" in err and len(err.strip().splitlines()) == 1

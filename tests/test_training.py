@@ -148,3 +148,126 @@ def test_encoder_clamp_passes_only_inward_gradients() -> None:
     upstream = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])  # descent moves x by -upstream
     y.backward(upstream)
     assert x.grad.tolist() == [0.0, -1.0, 1.0, -1.0, 1.0, 0.0]
+
+
+SMALL = dict(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1)
+
+
+def test_bf16_requested_on_a_cpu_without_native_bf16_trains_in_float32(image_folder: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hyperthumbnail.model import ModelConfig
+    from hyperthumbnail.training import amp
+    from hyperthumbnail.training.data import ImageBank
+    from hyperthumbnail.training.train import TrainConfig, Trainer
+
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw {}\n"
+    (tmp_path / "with").write_text(flags.format("avx512_bf16"))
+    (tmp_path / "without").write_text(flags.format(""))
+    assert amp.cpu_has_native_bf16(tmp_path / "with") and not amp.cpu_has_native_bf16(tmp_path / "without")
+    assert not amp.cpu_has_native_bf16(tmp_path / "missing")  # no procfs: float32
+
+    seen: dict[str, torch.dtype] = {}
+
+    def train_one_step(cpuinfo: Path) -> Trainer:
+        monkeypatch.setattr(amp, "CPUINFO", cpuinfo)
+        trainer = Trainer(TrainConfig(data=str(image_folder), run_dir=str(tmp_path / cpuinfo.name), val_data=None,
+                                      batch=2, crop=64, threads=1, amp=True, model=ModelConfig(**SMALL)))
+        hook = trainer.model.decoder.body.head.register_forward_hook(
+            lambda m, i, o: seen.__setitem__(cpuinfo.name, o.dtype))
+        stats = trainer.train_step(ImageBank(image_folder, min_side=64))
+        hook.remove()
+        assert np.isfinite(stats["loss"])
+        return trainer
+
+    assert train_one_step(tmp_path / "without").amp_dtype is None and seen["without"] == torch.float32
+    assert train_one_step(tmp_path / "with").amp_dtype == torch.bfloat16 and seen["with"] == torch.bfloat16
+
+
+def test_guide_multiplier_never_decays_below_its_floor() -> None:
+    """With the thumbnail far above its target, dual ascent lowers w_guide: to the floor, never under."""
+    from hyperthumbnail.training.objective import ObjectiveConfig, RateDistortionObjective
+
+    def after_easy_steps(floor: float) -> RateDistortionObjective:
+        obj = RateDistortionObjective(ObjectiveConfig(min_guide_weight=floor, init_guide_weight=2.0,
+                                                      min_thumbnail_psnr=30.0, dual_lr=0.05))
+        for _ in range(2000):
+            obj.dual_step({"bpp_est": 0.3, "thumb_psnr": 45.0})
+        return obj
+
+    assert float(after_easy_steps(0.0).guide_weight()) < 0.1  # without a floor it decays far (v1)
+    held = after_easy_steps(0.6)
+    assert float(held.guide_weight()) == pytest.approx(0.6)
+    lr = torch.rand(2, 3, 16, 16)
+    out = {"hr_hat": torch.rand(2, 3, 64, 64), "lr_jpeg": lr, "lr_ref": lr.clamp(0.01, 0.99),
+           "bpp": torch.tensor([0.2, 0.3])}
+    _, stats = held(out, torch.rand(2, 3, 64, 64))
+    assert stats["w_guide"] == pytest.approx(0.6)
+    # A floor above the starting weight starts the multiplier at the floor.
+    assert float(RateDistortionObjective(ObjectiveConfig(min_guide_weight=3.0)).guide_weight()) == pytest.approx(3.0)
+
+
+def test_thumbnail_term_weights_the_worst_image_and_colour_error() -> None:
+    from hyperthumbnail.training.objective import per_image_guide
+
+    ref = torch.full((2, 3, 8, 8), 0.5)
+    lr = ref.clone()
+    lr[0] += 0.1   # image 0: a grey (luma-only) error
+    lr[1, 0] += 0.1  # image 1: a red cast, mostly colour
+    lr[1, 1] -= 0.05
+    mse, guided = per_image_guide(lr, ref, chroma_weight=2.0)
+    assert torch.allclose(per_image_guide(lr, ref, 0.0)[1], mse)
+    assert guided[0] == pytest.approx(float(mse[0]), rel=1e-5)  # no chroma in a grey error
+    assert guided[1] > mse[1] * 1.3
+
+    from hyperthumbnail.training.objective import ObjectiveConfig, RateDistortionObjective
+    small_err = ref.clone()
+    small_err[0] += 0.01
+    small_err[1] += 0.2
+    grads = {}
+    for power in (1.0, 2.0):
+        x = small_err.clone().requires_grad_(True)
+        obj = RateDistortionObjective(ObjectiveConfig(guide_power=power))
+        loss, _ = obj({"hr_hat": torch.zeros(2, 3, 32, 32), "lr_jpeg": x, "lr_ref": ref, "bpp": torch.zeros(2)},
+                      torch.zeros(2, 3, 32, 32))
+        loss.backward()
+        g = x.grad.abs().sum(dim=(1, 2, 3))
+        grads[power] = float(g[1] / g[0])
+    assert grads[2.0] > 5 * grads[1.0]  # the power mean hands the worse image more of the gradient
+
+
+def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
+    from hyperthumbnail.model import ModelConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(data=str(tmp_path), run_dir=str(tmp_path / "run"), val_data=None,
+                                  val_target_bpp=0.30, val_min_thumbnail_psnr=33.5, val_min_thumbnail_worst=30.0,
+                                  model=ModelConfig(**SMALL)))
+    obj = trainer.objective
+    start_bpp, start_floor = float(obj.target_bpp), float(obj.min_thumbnail_psnr)
+    trainer._steer_targets({"bpp": 0.33, "lr_psnr": 33.9, "lr_psnr_worst": 29.0})
+    assert float(obj.target_bpp) == pytest.approx(start_bpp * 0.30 / 0.33)  # real files too big: aim lower
+    assert float(obj.min_thumbnail_psnr) == pytest.approx(start_floor + 0.5)  # worst image 1 dB short
+    trainer._steer_targets({"bpp": 0.30, "lr_psnr": 36.5, "lr_psnr_worst": 32.0})
+    assert float(obj.min_thumbnail_psnr) == pytest.approx(start_floor + 0.5 - 1.0)  # both held: give back
+
+
+def test_warm_start_fits_the_rate_model_before_training(image_folder: Path, tmp_path: Path) -> None:
+    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
+    from hyperthumbnail.weights import save_weights
+
+    save_weights(HyperThumbnail(ModelConfig(**SMALL)), tmp_path / "w.safetensors", {})
+    trainer = Trainer(TrainConfig(data=str(image_folder), run_dir=str(tmp_path / "run"), val_data=None, steps=1,
+                                  batch=2, crop=64, threads=1, rate_prefit_steps=5, log_every=1,
+                                  init_weights=str(tmp_path / "w.safetensors"), model=ModelConfig(**SMALL)))
+    from hyperthumbnail.training.data import ImageBank
+
+    trainer._init_from(str(tmp_path / "w.safetensors"))
+    encoder = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    before = [p.detach().clone() for p in trainer.model.rate_model.parameters()]
+    trainer._prefit_rate_model(ImageBank(image_folder, min_side=64), 5)
+    assert all(torch.equal(v, encoder[k]) for k, v in trainer.model.encoder.state_dict().items())
+    after = list(trainer.model.rate_model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+    assert trainer.calibrated and float(trainer.objective.rate_calibration) != 1.0
+    assert all(g["lr"] == trainer.cfg.rate_model_lr for g in trainer.rate_opt.param_groups)

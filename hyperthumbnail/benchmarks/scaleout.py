@@ -66,7 +66,7 @@ def run_one(replicas: int, args: argparse.Namespace) -> dict:
         before = [_successes(p, args.model) for p in ports]
         cpu_before, started = _tree_cpu_s(serve.pid), time.monotonic()
         output = RESULTS / f"scaleout_r{replicas}.json"
-        subprocess.run(cli + ["perf", "--url", f"127.0.0.1:{http}", "--model", args.model, "--resolution",
+        subprocess.run(cli + ["perf", "--engine", "builtin", "--url", f"127.0.0.1:{http}", "--model", args.model, "--resolution",
                               args.resolution, "--concurrency", args.concurrency, "--output", str(output)], check=True)
         cpu_s, wall_s = _tree_cpu_s(serve.pid) - cpu_before, time.monotonic() - started
         served = [_successes(p, args.model) - b for p, b in zip(ports, before)]

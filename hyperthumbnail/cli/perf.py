@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from ..benchmarks.machine import machine_info
-from ..interface import DECODE_MODEL, ENSEMBLES, MODELS
+from ..interface import ADMIN_HEADER, ADMIN_KEY_ENV, DECODE_MODEL, ENSEMBLES, MODELS
 from .errors import CLIError
 
 
@@ -123,17 +123,30 @@ def _engine(args: argparse.Namespace) -> tuple[str, Path | None, str | None]:
     from ..client.perf_analyzer import PerfAnalyzerError, binary_version, find_binary
 
     binary = find_binary()
-    # perf_analyzer 2.48 refuses shared memory for models with optional inputs (encode's TABLE_SCALE)
-    can_run = not (args.shm and any(tensor.optional for tensor in MODELS[args.model].inputs))
-    engine = args.engine or ("perf_analyzer" if binary and can_run else "builtin")
+    # What perf_analyzer 2.48 cannot do: shared memory for a model with optional inputs (encode's
+    # TABLE_SCALE), several servers at once, and request headers (the admin key --shm may need) over gRPC.
+    cannot = []
+    if args.shm and any(tensor.optional for tensor in MODELS[args.model].inputs):
+        cannot.append(f"--shm with {args.model} (perf_analyzer refuses shared memory for optional inputs)")
+    if args.url and "," in args.url:
+        cannot.append("several --url servers (perf_analyzer takes one)")
+    if args.shm and args.protocol == "grpc" and _admin_key(args):
+        cannot.append("--shm with an admin key over gRPC (perf_analyzer sends headers over HTTP only)")
+    engine = args.engine or ("perf_analyzer" if binary and not cannot else "builtin")
     if engine == "builtin":
         return engine, None, None
+    if cannot:
+        raise CLIError(f"--engine perf_analyzer cannot run {cannot[0]}; use --engine builtin")
     if binary is None:
         raise CLIError("--engine perf_analyzer: no perf_analyzer in the venv or on the PATH (`make setup` installs it)")
     try:
         return engine, binary, binary_version(binary)
     except PerfAnalyzerError as exc:
         raise CLIError(str(exc)) from exc
+
+
+def _admin_key(args: argparse.Namespace) -> str | None:
+    return args.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
 
 
 def _run_perf_analyzer(args: argparse.Namespace, url: str, binary: Path, levels: list[int], settings,
@@ -145,8 +158,10 @@ def _run_perf_analyzer(args: argparse.Namespace, url: str, binary: Path, levels:
     height, width = image.shape[:2]
     with tempfile.TemporaryDirectory(prefix="hyperthumbnail-perf-") as tmp:
         data = write_input_data(Path(tmp) / "input_data.json", args.model, image, thumbnail)
+        key = _admin_key(args) if args.shm else None  # the restricted shared-memory APIs want it
         job = PerfAnalyzerJob(binary, args.model, url, args.protocol, data, settings, shm=args.shm,
-                              output_shm_bytes=width * height * 3 if thumbnail is not None else None)
+                              output_shm_bytes=width * height * 3 if thumbnail is not None else None,
+                              headers=[f"{ADMIN_HEADER}:{key}"] if key else [])
         try:
             return [r.to_json() for r in run_levels(job, levels, args.timeout, on_level)]
         except PerfAnalyzerError as exc:

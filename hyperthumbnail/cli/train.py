@@ -24,19 +24,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this much training time")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
-    p.add_argument("--warmup-crop", type=int, default=None, help="smaller crop for the first 30%% of training")
+    p.add_argument("--warmup-crop", type=int, default=None,
+                   help="another crop size for the first --warmup-crop-frac of training (smaller early, or "
+                   "smaller than --crop to make the crops larger late)")
+    p.add_argument("--warmup-crop-frac", type=float, default=0.3, help="share of training that uses --warmup-crop")
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--min-lr", type=float, default=1e-5, help="end of the cosine schedule")
     p.add_argument("--target-bpp", type=float, default=0.30, help="whole-file bpp the rate multiplier aims at")
-    p.add_argument("--min-thumbnail-psnr", type=float, default=32.0, help="thumbnail floor (dB vs bicubic)")
+    p.add_argument("--min-thumbnail-psnr", type=float, default=32.0,
+                   help="thumbnail floor on training crops (dB vs bicubic) the guide multiplier holds")
+    p.add_argument("--min-guide-weight", type=float, default=0.0,
+                   help="floor on the thumbnail guide multiplier (0: none); it never decays below this")
+    p.add_argument("--init-guide-weight", type=float, default=2.0, help="starting thumbnail guide multiplier")
+    p.add_argument("--guide-power", type=float, default=1.0,
+                   help="power mean over a batch's images of their thumbnail MSE (> 1 weights the worst more)")
+    p.add_argument("--chroma-weight", type=float, default=0.0,
+                   help="extra weight on the thumbnail's Cb/Cr error (colour speckle)")
+    p.add_argument("--val-target-bpp", type=float, default=None,
+                   help="steer the training bpp target so validation's real files land here")
+    p.add_argument("--val-min-thumbnail-psnr", type=float, default=None,
+                   help="steer the training thumbnail floor so validation's mean thumbnail holds this")
+    p.add_argument("--val-min-thumbnail-worst", type=float, default=None,
+                   help="... and so validation's worst thumbnail holds this")
     p.add_argument("--select-max-bpp", type=float, default=None,
                    help="best.pt: only validations at or below this real-file bpp count (default: target * 16/15)")
+    p.add_argument("--select-min-thumbnail-psnr", type=float, default=31.0,
+                   help="best.pt: only validations whose mean thumbnail PSNR reaches this count")
+    p.add_argument("--select-min-thumbnail-worst", type=float, default=None,
+                   help="best.pt: ... and whose worst image's thumbnail reaches this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast for the convolutions where the device runs bf16 natively (CUDA, or a "
+                   "CPU with AVX512-BF16/AMX; else float32); DCT, QPM and rate model stay float32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels-last (NHWC) convolutions")
     p.add_argument("--val-every", type=int, default=1000)
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--init-weights", default=None, metavar="PATH",
                    help="start a new run from these weights (e.g. the shipped ones); ignored when resuming")
+    p.add_argument("--rate-prefit-steps", type=int, default=200,
+                   help="with --init-weights: fit the fresh rate model to the loaded encoder for N steps first")
     p.add_argument("--export-weights", default=None, metavar="PATH",
                    help="after training, write the EMA weights of best.pt (else last.pt) as fp16 safetensors + JSON card")
     p.set_defaults(func=run)
@@ -53,11 +82,17 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data, run_dir=args.run_dir, val_data=args.val_data or None,
         val_limit=args.val_limit or None, scale=args.scale, steps=args.steps, max_minutes=args.max_minutes,
-        batch=args.batch, crop=args.crop, warmup_crop=args.warmup_crop, lr=args.lr, seed=args.seed,
-        device=args.device, threads=args.threads, val_every=args.val_every,
-        checkpoint_minutes=args.checkpoint_minutes, init_weights=args.init_weights,
-        select_max_bpp=args.select_max_bpp,
-        objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr),
+        batch=args.batch, crop=args.crop, warmup_crop=args.warmup_crop, warmup_crop_frac=args.warmup_crop_frac,
+        lr=args.lr, min_lr=args.min_lr, seed=args.seed,
+        device=args.device, threads=args.threads, amp=args.amp, channels_last=args.channels_last,
+        val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes, init_weights=args.init_weights,
+        rate_prefit_steps=args.rate_prefit_steps, select_max_bpp=args.select_max_bpp,
+        select_min_thumbnail_psnr=args.select_min_thumbnail_psnr,
+        select_min_thumbnail_worst=args.select_min_thumbnail_worst, val_target_bpp=args.val_target_bpp,
+        val_min_thumbnail_psnr=args.val_min_thumbnail_psnr, val_min_thumbnail_worst=args.val_min_thumbnail_worst,
+        objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr,
+                          min_guide_weight=args.min_guide_weight, init_guide_weight=args.init_guide_weight,
+                          guide_power=args.guide_power, chroma_weight=args.chroma_weight),
     )
     trainer = Trainer(cfg)
     trainer.run()

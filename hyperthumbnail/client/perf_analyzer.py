@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .perf import LevelResult, PerfSettings
@@ -87,6 +87,7 @@ class PerfAnalyzerJob:
     percentile: int = 95  # stability and reporting percentile, as our engine's p95 rule
     shm: bool = False  # --shared-memory system
     output_shm_bytes: int | None = None  # per output tensor; needed for variable-size outputs
+    headers: list[str] = field(default_factory=list)  # "Name:Value", HTTP only (perf_analyzer -H)
 
     def command(self, concurrency: int, csv_path: Path) -> list[str]:
         cmd = [str(self.binary), "-m", self.model, "-u", self.url, "-i", self.protocol,
@@ -94,6 +95,8 @@ class PerfAnalyzerJob:
                "-p", str(round(self.settings.measurement_interval_s * 1000)),
                "-s", f"{self.settings.stability_pct:g}", "-r", str(self.settings.max_windows),
                "--percentile", str(self.percentile), "-f", str(csv_path), "--verbose-csv", "-v"]
+        for header in self.headers:
+            cmd += ["-H", header]
         if self.shm:
             cmd += ["--shared-memory", "system"]
             if self.output_shm_bytes:
@@ -182,7 +185,7 @@ def parse_level(concurrency: int, returncode: int, report: str, csv_path: Path, 
     if "No valid requests recorded" in report:
         raise PerfAnalyzerError(f"perf_analyzer: a {job_window_hint(report)}measurement window ended with no "
                                 "completed request (its windows are not extended): use a measurement interval "
-                                "longer than one request")
+                                "longer than one request, or the builtin engine (it extends such windows)")
     raise PerfAnalyzerError(f"perf_analyzer exited {returncode} at concurrency {concurrency}:\n"
                             f"{report.strip()[-2000:]}")
 
