@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image
 
 from hyperthumbnail.codec import Metadata, Thumbnail, thumbnail_size, write_thumbnail
+from hyperthumbnail.codec.images import SRGB_PROFILE
 from hyperthumbnail.codec.metadata import ICC_HEADER, sanitize_exif
 
 __all__ = ["exif_seeds", "seeds", "write_seeds"]
@@ -74,7 +75,7 @@ def seeds() -> dict[str, bytes]:
     exif[0x010F], exif[0x0112] = "HyperCam", 6
     exif.get_ifd(0x8825)[1] = "N"
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>1</tiff:Orientation></x:xmpmeta>'
-    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    srgb = SRGB_PROFILE  # (LittleCMS's own bytes carry the creation time; this one a fixed date)
     valid = _thumbnail((24, 16), 4, 0)
     meta = _thumbnail((40, 24), 4, 1, Metadata(icc_profile=srgb, exif=sanitize_exif(exif.tobytes()), xmp=xmp))
     out = {
