@@ -78,7 +78,10 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
 
 
 _SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-SRGB_PROFILE = _SRGB.tobytes()  # LittleCMS's sRGB: the tag of converted images
+# LittleCMS's sRGB, the tag of converted images. LittleCMS stamps its creation time into the
+# header (bytes 24-35); a fixed date keeps encodes of the same photo byte-identical across runs.
+_FIXED_DATE = bytes.fromhex("07d0 0001 0001 0000 0000 0000")  # 2000-01-01 00:00:00
+SRGB_PROFILE = _SRGB.tobytes()[:24] + _FIXED_DATE + _SRGB.tobytes()[36:]
 # ICC colour space signature -> the Pillow mode whose pixels that profile describes
 _PROFILE_MODES = {"RGB ": ("RGB",), "CMYK": ("CMYK",), "GRAY": ("L",), "Lab ": ("LAB",)}
 

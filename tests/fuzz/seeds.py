@@ -8,14 +8,14 @@ photo carries it, "Exif\\0\\0" + TIFF structure).
 from __future__ import annotations
 
 import io
-import struct
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image
 
 from hyperthumbnail.codec import Metadata, Thumbnail, thumbnail_size, write_thumbnail
+from hyperthumbnail.codec.images import SRGB_PROFILE
 from hyperthumbnail.codec.metadata import ICC_HEADER, sanitize_exif
 
 __all__ = ["exif_seeds", "seeds", "write_seeds"]
@@ -69,22 +69,13 @@ def _pillow(mode: str = "RGB", **save) -> bytes:
     return buf.getvalue()
 
 
-# LittleCMS stamps a new profile with the current time (ICC header bytes 24-36); the seeds carry
-# this fixed one so the script makes the same bytes on any day.
-_ICC_DATE = struct.pack(">6H", 2026, 11, 29, 17, 29, 35)
-
-
-def _fixed_date(profile: bytes) -> bytes:
-    return profile[:24] + _ICC_DATE + profile[36:]
-
-
 def seeds() -> dict[str, bytes]:
     """name -> bytes; all small (the fuzzer mutates faster on small inputs)."""
     exif = Image.Exif()
     exif[0x010F], exif[0x0112] = "HyperCam", 6
     exif.get_ifd(0x8825)[1] = "N"
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>1</tiff:Orientation></x:xmpmeta>'
-    srgb = _fixed_date(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    srgb = SRGB_PROFILE  # (LittleCMS's own bytes carry the creation time; this one a fixed date)
     valid = _thumbnail((24, 16), 4, 0)
     meta = _thumbnail((40, 24), 4, 1, Metadata(icc_profile=srgb, exif=sanitize_exif(exif.tobytes()), xmp=xmp))
     out = {
