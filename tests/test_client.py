@@ -258,6 +258,13 @@ def test_cli_folder_through_the_server_and_in_process(tmp_path, triton_server, p
         remote = np.asarray(Image.open(tmp_path / "remote" / f"img{i}.png"))
         assert remote.shape == (height, width, 3)
         np.testing.assert_array_equal(remote, np.asarray(Image.open(tmp_path / "local" / f"img{i}.png")))
+    # folder mode honours --level (PNG compression): the same pixels, smaller files than the fast default
+    assert main(["decode", str(tmp_path / "thumbs"), "-o", str(tmp_path / "level9"), "--level", "9"]) == 0
+    for i in range(len(sizes)):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "level9" / f"img{i}.png")),
+                                      np.asarray(Image.open(tmp_path / "local" / f"img{i}.png")))
+    assert (sum(p.stat().st_size for p in (tmp_path / "level9").glob("*.png"))
+            < sum(p.stat().st_size for p in (tmp_path / "local").glob("*.png")))
 
     (tmp_path / "thumbs" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     assert main(["decode", str(tmp_path / "thumbs"), "-o", str(tmp_path / "again"),

@@ -79,7 +79,7 @@ def _decode_file(codec, source: Path, target: Path, args: argparse.Namespace, ma
     else:
         image, metadata = codec.decode(data), read_metadata(data)
     seconds = time.perf_counter() - start
-    save_image(image, target, metadata)
+    save_image(image, target, metadata, level=args.level)
     return Outcome(source, target, len(data), image.shape[1], image.shape[0], seconds)
 
 
