@@ -14,3 +14,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6
 .venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
 .venv/bin/hyperthumbnail bench speed
+.venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
+.venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, ~30 min; the 6K encode needs ~12 GB

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL", "ENCODE_MODEL", "ENSEMBLES",
-    "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
+    "ADMIN_HEADER", "ADMIN_KEY_ENV", "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL",
+    "ENCODE_MODEL", "ENSEMBLES", "GRPC_ADMIN_HEADER", "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
 ]
 
 # ---------------------------------------------------------------------------- limits
@@ -25,6 +25,13 @@ DECODE_MODEL = "hyperthumbnail_decode"  # ensemble: .jpg bytes -> photo
 ENSEMBLES = (ENCODE_MODEL, DECODE_MODEL)  # what a client waits for
 ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
 NEURAL_MODELS = ("encoder", "qpm", "decoder")  # exported graphs (ONNX / TensorRT)
+
+# ---------------------------------------------------------------------------- the admin key
+# Restricted admin APIs (serving/server_flags.py) want the operator's key in a request header;
+# over gRPC, Triton expects restricted headers under its own prefix.
+ADMIN_HEADER = "admin-key"
+GRPC_ADMIN_HEADER = "triton-grpc-protocol-" + ADMIN_HEADER
+ADMIN_KEY_ENV = "HYPERTHUMBNAIL_ADMIN_KEY"  # where `serve`, the SDK and `perf` look for the key
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,14 @@ _HR_SIZE = _t("HR_SIZE", "INT32", 2)  # (width, height) of the photo
 _QUANTIZED = _t("QUANTIZED", "INT32", 3, 64, -1, -1)  # Y, Cb, Cr x 64 natural-order DCT entries x blocks
 _TABLES = _t("TABLES", "INT32", 2, 64)  # luma, chroma quantization tables
 _IMAGE_F32 = _t("IMAGE_F32", "FP32", 3, -1, -1)  # CHW in [0, 1]
+# The photo's metadata: an RGB ICC profile and an EXIF block ("Exif\0\0" + TIFF); optional on
+# encode (carried into the thumbnail), b"" on decode where the thumbnail has none.
+_ICC_IN, _EXIF_IN = _t("ICC_PROFILE", "STRING", 1, optional=True), _t("EXIF", "STRING", 1, optional=True)
+_ICC_OUT, _EXIF_OUT = _t("ICC_PROFILE", "STRING", 1), _t("EXIF", "STRING", 1)
 
 MODELS: dict[str, ModelSpec] = {
-    ENCODE_MODEL: ModelSpec((_IMAGE, _t("TABLE_SCALE", "FP32", 1, optional=True)), (_THUMBNAIL,)),
-    DECODE_MODEL: ModelSpec((_THUMBNAIL,), (_IMAGE,)),
+    ENCODE_MODEL: ModelSpec((_IMAGE, _t("TABLE_SCALE", "FP32", 1, optional=True), _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
+    DECODE_MODEL: ModelSpec((_THUMBNAIL,), (_IMAGE, _ICC_OUT, _EXIF_OUT)),
     ENCODE_AT_BPP_MODEL: ModelSpec(
         (_IMAGE, _t("TARGET_BPP", "FP32", 1), _t("TOLERANCE", "FP32", 1, optional=True)),
         (_THUMBNAIL, _t("TABLE_SCALE", "FP32", 1), _t("BPP", "FP32", 1))),
@@ -64,9 +75,9 @@ MODELS: dict[str, ModelSpec] = {
     "encoder": ModelSpec((_t("image", "FP32", 3, -1, -1),), (_t("coefficients", "FP32", 3, 64, -1, -1),)),
     "qpm": ModelSpec((_t("coefficients", "FP32", 3, 64, -1, -1), _t("table_scale", "FP32", 1)),
                      (_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64))),
-    "jpeg_encode": ModelSpec((_QUANTIZED, _TABLES, _HR_SIZE), (_THUMBNAIL,)),
-    "jpeg_decode": ModelSpec((_THUMBNAIL,), (_QUANTIZED, _TABLES, _HR_SIZE)),
+    "jpeg_encode": ModelSpec((_QUANTIZED, _TABLES, _HR_SIZE, _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
+    "jpeg_decode": ModelSpec((_THUMBNAIL,), (_QUANTIZED, _TABLES, _HR_SIZE, _ICC_OUT, _EXIF_OUT)),
     "decoder": ModelSpec((_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64)),
-                         (_t("image", "FP32", 3, -1, -1),)),
-    "postprocess": ModelSpec((_IMAGE_F32, _HR_SIZE), (_IMAGE,)),
+                         (_t("image", "UINT8", -1, -1, 3),)),  # padded; the graphs end in uint8
+    "postprocess": ModelSpec((_t("IMAGE_PADDED", "UINT8", -1, -1, 3), _HR_SIZE), (_IMAGE,)),
 }

@@ -1,9 +1,12 @@
 """In-process encode/decode: the same steps the Triton ensembles run, without a server.
 
-`runtime="onnx"` (default) runs the exported graphs with ONNX Runtime, exactly like the CPU model
-repository, so `Pipeline.encode` returns the same .jpg bytes as `hyperthumbnail_encode` on the same
-machine. `runtime="torch"` runs the PyTorch model directly (no export step; bytes may differ from
-ONNX at exact rounding ties, which are rare).
+`runtime="openvino"` (default) and `"onnx"` run the exported graphs (`runtime.graphs.Graphs`:
+tiled, so memory does not grow with the photo, and the decoder ends in uint8) with OpenVINO at
+the per-graph precisions `precision` resolves to, or with ONNX Runtime in f32; the CPU model
+repository's Python-backend models run the same code, so `Pipeline.encode` returns the same .jpg
+bytes as `hyperthumbnail_encode` when both use the same runtime and precision on one machine.
+`runtime="torch"` runs the PyTorch model directly (no export step; bytes may differ from the
+graphs at exact rounding ties, which are rare).
 """
 from __future__ import annotations
 
@@ -12,30 +15,43 @@ from typing import Literal
 
 import numpy as np
 
-from .codec.steps import decode_thumbnail, encode_thumbnail, postprocess, preprocess, quantize_with_tables
+from .codec.steps import crop_image, decode_thumbnail, encode_thumbnail, pad_photo, postprocess, preprocess, quantize_with_tables
+from .runtime.tiling import DEFAULT_TILE_PIXELS
 from .weights import default_weights_path
 
-Runtime = Literal["onnx", "torch"]
+Runtime = Literal["openvino", "onnx", "torch"]
+RUNTIME_CHOICES = ("openvino", "onnx", "torch")
+PRECISION_CHOICES = ("auto", "f32", "bf16")
 
 
 class Pipeline:
-    def __init__(self, weights: str | Path | None = None, scale: int = 4, runtime: Runtime = "onnx",
-                 threads: int = 0):
+    def __init__(self, weights: str | Path | None = None, scale: int = 4, runtime: Runtime = "openvino",
+                 threads: int = 0, precision: str = "auto", tile_pixels: int | None = DEFAULT_TILE_PIXELS):
         self.weights = Path(weights) if weights else default_weights_path(scale)
         if not self.weights.exists():
             raise FileNotFoundError(f"weights not found: {self.weights}")
+        if runtime not in RUNTIME_CHOICES:
+            raise ValueError(f"unknown runtime {runtime!r} (use {', '.join(RUNTIME_CHOICES)})")
+        if precision not in PRECISION_CHOICES:
+            raise ValueError(f"unknown precision {precision!r} (use {', '.join(PRECISION_CHOICES)})")
         self.runtime = runtime
-        if runtime == "onnx":
-            self._init_onnx(threads)
-        elif runtime == "torch":
+        if runtime == "torch":
+            if precision == "bf16":
+                raise ValueError("--precision bf16 needs --runtime openvino")
             self._init_torch(threads)
         else:
-            raise ValueError(f"unknown runtime {runtime!r} (use 'onnx' or 'torch')")
+            self._init_graphs(threads, precision, tile_pixels)
 
-    def _init_onnx(self, threads: int) -> None:
-        from .runtime.graphs import load_onnx_graphs
+    def _init_graphs(self, threads: int, precision: str, tile_pixels: int | None) -> None:
+        from .runtime.graphs import load_graphs
 
-        self.graphs, self.scale = load_onnx_graphs(self.weights, threads)
+        self.graph_set = load_graphs(self.weights, self.runtime, precision, threads, tile_pixels)
+        self.graphs = self.graph_set.runners  # by graph name (rate control's BLS twin uses them)
+        self.scale = self.graph_set.scale
+
+    def describe(self) -> str:
+        """The runtime and, for the graphs, each one's precision (for the CLI's report line)."""
+        return "torch" if self.runtime == "torch" else self.graph_set.describe()
 
     def _init_torch(self, threads: int) -> None:
         import torch
@@ -48,10 +64,8 @@ class Pipeline:
         self.scale = self.model.scale
 
     # ------------------------------------------------------------------ neural steps
-    def _coefficients(self, image_f32: np.ndarray) -> np.ndarray:
+    def _coefficients_torch(self, image_f32: np.ndarray) -> np.ndarray:
         """(3, H', W') float32 -> the encoder's unquantized DCT coefficients (3, 64, h, w) float32."""
-        if self.runtime == "onnx":
-            return self.graphs["encoder"].run({"image": image_f32[None]})["coefficients"][0]
         import torch
 
         from .model.dct import image_to_coefficients
@@ -59,18 +73,14 @@ class Pipeline:
             return image_to_coefficients(self.model.encoder(torch.from_numpy(image_f32[None])))[0].numpy()
 
     def _quantize(self, coefficients: np.ndarray, table_scale: float) -> tuple[np.ndarray, np.ndarray]:
-        if self.runtime == "onnx":
-            out = self.graphs["qpm"].run({"coefficients": coefficients[None],
-                                          "table_scale": np.array([table_scale], np.float32)})
-            return out["quantized"][0], out["tables"][0]
+        if self.runtime != "torch":
+            return self.graph_set.quantize(coefficients, table_scale)
         import torch
         with torch.no_grad():
             q, tables = self.model.quantize(torch.from_numpy(coefficients[None]), table_scale)
         return q[0].numpy().astype(np.int16), tables[0].numpy().astype(np.uint8)
 
-    def _reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
-        if self.runtime == "onnx":
-            return self.graphs["decoder"].run({"quantized": quantized[None], "tables": tables[None]})["image"][0]
+    def _reconstruct_torch(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
         import torch
         return self.model.decode(torch.from_numpy(quantized[None]), torch.from_numpy(tables[None]))[0].numpy()
 
@@ -82,8 +92,11 @@ class Pipeline:
         `quantize_and_write` once per probed table scale.
         """
         kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+        if self.runtime != "torch":
+            padded, hr_size = pad_photo(image, self.scale, **kwargs)
+            return self.graph_set.coefficients(padded), hr_size
         chw, hr_size = preprocess(image, self.scale, **kwargs)
-        return self._coefficients(chw), hr_size
+        return self._coefficients_torch(chw), hr_size
 
     def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
         """QPM tables (times `table_scale`), quantization and entropy coding -> .jpg bytes."""
@@ -108,4 +121,6 @@ class Pipeline:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of exactly the original size."""
         kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
         quantized, tables, hr_size = decode_thumbnail(data, self.scale, **kwargs)
-        return postprocess(self._reconstruct(quantized, tables), hr_size)
+        if self.runtime != "torch":
+            return crop_image(self.graph_set.reconstruct(quantized, tables), hr_size)
+        return postprocess(self._reconstruct_torch(quantized, tables), hr_size)

@@ -3,6 +3,9 @@ numbers), and training checkpoints (.pt), which inference also loads.
 
 safetensors holds tensors only, so loading never unpickles anything; checkpoints are loaded with
 `weights_only=True`.
+
+torch and the model are imported where used: the graph runtimes (`runtime.graphs`) need only the
+paths and hashes here, and importing torch costs seconds at every CLI start.
 """
 from __future__ import annotations
 
@@ -10,12 +13,12 @@ import hashlib
 import json
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:
+    import torch
 
-from .model import HyperThumbnail, ModelConfig
+    from .model import HyperThumbnail
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -38,6 +41,8 @@ def inference_state(model: HyperThumbnail) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: HyperThumbnail, path: Path, card: dict) -> None:
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
              for k, v in inference_state(model).items()}
@@ -47,6 +52,10 @@ def save_weights(model: HyperThumbnail, path: Path, card: dict) -> None:
 
 def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail:
     """Load shipped (or given) weights in float32, eval mode."""
+    from safetensors.torch import load_file
+
+    from .model import HyperThumbnail, ModelConfig
+
     path = Path(path) if path is not None else default_weights_path(scale)
     if not path.exists():
         raise FileNotFoundError(f"weights not found: {path}")
@@ -70,6 +79,8 @@ def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Tensors and plain containers only: anything else in the pickle is refused, never run."""
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -81,6 +92,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def load_checkpoint_model(path: Path, use_ema: bool = True) -> HyperThumbnail:
+    from .model import HyperThumbnail, ModelConfig
+
     state = load_checkpoint(path)
     model = HyperThumbnail(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["ema"] if use_ema and state.get("ema") else state["model"])

@@ -30,6 +30,21 @@ def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+def served_runner(repository: Path, model: str, graph: str | None = None):
+    """A runner for one of the served repository's graphs, at the runtime and precision its config
+    names (as the Python-backend model makes it): the in-process twin of that model."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from hyperthumbnail.runtime.select import graph_precisions, make_runner
+
+    graph = graph or model
+    config = text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    runtime, precision = (config.parameters[k].string_value for k in ("runtime", "precision"))
+    file = "model.onnx" if graph == model else f"{graph}.onnx"
+    return make_runner(repository / model / "1" / file, runtime, graph_precisions(runtime, precision, (graph,))[graph])
+
+
 def served_weights():
     """What the served repository is built from: None (the shipped weights) or a seeded random model."""
     from hyperthumbnail.weights import default_weights_path

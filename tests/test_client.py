@@ -42,7 +42,7 @@ def pipeline() -> Pipeline:
     """The in-process ONNX pipeline on the shipped weights, which the session's server serves."""
     if served_weights() is not None:
         pytest.skip("no shipped weights: the served model is a random one the Pipeline cannot load")
-    return Pipeline(runtime="onnx")
+    return Pipeline()  # the default runtime and precision, as the served repository
 
 
 @pytest.fixture(params=PROTOCOLS)
@@ -283,7 +283,7 @@ def test_perf_sweep(tmp_path, triton_server, model, protocol, shm, capsys):
     photo = tmp_path / "photo.png"
     Image.fromarray(photo_like(256, 256, seed=40)).save(photo)
     out = tmp_path / "results.json"
-    args = ["perf", "--url", url_of(triton_server, protocol), "--protocol", protocol, "--model", model,
+    args = ["perf", "--engine", "builtin", "--url", url_of(triton_server, protocol), "--protocol", protocol, "--model", model,
             "--resolution", str(photo), "--concurrency", "1:2", "--measurement-interval-ms", "400",
             "--max-windows", "3", "--warmup", "1", "--output", str(out)] + (["--shm"] if shm else [])
     assert main(args) == 0
@@ -364,7 +364,7 @@ def test_resolutions_and_inputs(tmp_path):
 def test_unregister_retries_while_the_server_still_holds_the_region():
     """Triton refuses to unregister a region a finishing request still holds ('currently in use');
     the client retries that refusal, and gives up at once when the server is gone. The refusals
-    here come from a stand-in for `client.triton`: the real race is too short to provoke on demand."""
+    here come from a stand-in for a tritonclient client: the real race is too short to provoke on demand."""
     from tritonclient.utils import InferenceServerException
 
     class Triton:
@@ -377,9 +377,9 @@ def test_unregister_retries_while_the_server_still_holds_the_region():
                 raise InferenceServerException(self.message)
 
     client = HyperThumbnailClient("127.0.0.1:1")
-    client.triton = Triton(2, "Cannot unregister shared memory region 'r', it is currently in use.")
-    client._unregister("r", {})
-    assert client.triton.calls == 3
-    client.triton = Triton(5, "failed to connect to all addresses")
-    client._unregister("r", {})
-    assert client.triton.calls == 1
+    busy = Triton(2, "Cannot unregister shared memory region 'r', it is currently in use.")
+    client._unregister(busy, "r", {})
+    assert busy.calls == 3
+    gone = Triton(5, "failed to connect to all addresses")
+    client._unregister(gone, "r", {})
+    assert gone.calls == 1

@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import photo_like
 from PIL import Image
 
 from hyperthumbnail.codec import (
@@ -202,6 +203,37 @@ def test_save_image_rejects_bad_input(tmp_path):
         save_image(np.zeros((4, 4), np.uint8), tmp_path / "a.png")
     with pytest.raises(ImageError, match="cannot write"):
         save_image(rgb_pattern(), tmp_path / "a.unknown-extension")
+
+
+def test_save_image_format_by_extension_and_level(tmp_path):
+    arr = photo_like(96, 64)
+    sizes = {}
+    for level in (0, 1, 9):
+        save_image(arr, tmp_path / f"l{level}.png", level=level)
+        np.testing.assert_array_equal(load_image(tmp_path / f"l{level}.png"), arr)  # lossless at any level
+        sizes[level] = (tmp_path / f"l{level}.png").stat().st_size
+    assert sizes[0] > sizes[1] >= sizes[9]  # the level reaches zlib
+    save_image(arr, tmp_path / "default.png")
+    assert (tmp_path / "default.png").read_bytes() == (tmp_path / "l1.png").read_bytes()  # fast by default
+    for name, fmt in (("a.jpg", "JPEG"), ("a.JPEG", "JPEG"), ("a.webp", "WEBP")):
+        save_image(arr, tmp_path / name, level=80)
+        with Image.open(tmp_path / name) as im:
+            assert im.format == fmt and im.size == (96, 64)
+    save_image(arr, tmp_path / "q95.jpg")
+    save_image(arr, tmp_path / "q10.jpg", level=10)
+    assert (tmp_path / "q10.jpg").stat().st_size < (tmp_path / "q95.jpg").stat().st_size
+
+
+def test_save_image_rejects_bad_levels(tmp_path):
+    with pytest.raises(ImageError, match=r"PNG compress level must be in 0..9, got 10"):
+        save_image(rgb_pattern(), tmp_path / "a.png", level=10)
+    with pytest.raises(ImageError, match=r"JPEG quality must be in 1..100, got 0"):
+        save_image(rgb_pattern(), tmp_path / "a.jpg", level=0)
+    with pytest.raises(ImageError, match="no level/quality setting"):
+        save_image(rgb_pattern(), tmp_path / "a.bmp", level=3)
+    with pytest.raises(ImageError, match="unknown file extension"):
+        save_image(rgb_pattern(), tmp_path / "noextension")
+    assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 # ----------------------------------------------------------------------------- padding

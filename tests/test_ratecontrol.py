@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import SCALE, photo_like
+from conftest import SCALE, photo_like, served_runner
 
 from hyperthumbnail.cli import main
 from hyperthumbnail.codec import steps
@@ -15,7 +15,6 @@ from hyperthumbnail.codec.thumbnail import read_thumbnail
 from hyperthumbnail.metrics import bpp, psnr
 from hyperthumbnail.pipeline import Pipeline
 from hyperthumbnail.ratecontrol import RateControlWarning, encode_at_bpp, search_table_scale
-from hyperthumbnail.runtime.onnx import OnnxRunner
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -150,12 +149,12 @@ def test_optimize_three_steps_gives_a_valid_file(tmp_path):
 
 
 class _Reference:
-    """In-process encodes with the served repository's own ONNX graphs."""
+    """In-process encodes with the served repository's own graphs, at its runtime and precision."""
 
     def __init__(self, repository, image: np.ndarray):
         hr, self.size = steps.preprocess(image, SCALE)
-        self.coefficients = OnnxRunner(repository / "encoder" / "1" / "model.onnx").run({"image": hr[None]})["coefficients"]
-        self.qpm = OnnxRunner(repository / "qpm" / "1" / "model.onnx")
+        self.coefficients = served_runner(repository, "encoder").run({"image": hr[None]})["coefficients"]
+        self.qpm = served_runner(repository, "qpm")
 
     def write(self, table_scale: float) -> bytes:
         out = self.qpm.run({"coefficients": self.coefficients, "table_scale": np.array([table_scale], np.float32)})

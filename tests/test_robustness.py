@@ -142,7 +142,7 @@ def pipeline() -> Pipeline:
     """In-process ONNX pipeline on the shipped weights (what the session's server serves)."""
     if served_weights() is not None:
         pytest.skip("no shipped weights: the served model is a random one the Pipeline cannot load")
-    return Pipeline(runtime="onnx")
+    return Pipeline()  # the default runtime and precision, as the served repository
 
 
 @pytest.fixture(scope="module")

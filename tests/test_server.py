@@ -17,12 +17,12 @@ import pytest
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
-from conftest import MAX_PIXELS, SCALE, photo_like, served_weights  # noqa: E402
+from conftest import MAX_PIXELS, SCALE, photo_like, served_runner, served_weights  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from hyperthumbnail.codec import steps  # noqa: E402
 from hyperthumbnail.codec.thumbnail import read_thumbnail  # noqa: E402
-from hyperthumbnail.runtime.onnx import OnnxRunner  # noqa: E402
+from hyperthumbnail.runtime.tiling import decode_body_tiled  # noqa: E402
 from hyperthumbnail.serving.repository import build_repository, read_stamp  # noqa: E402
 from hyperthumbnail.serving.server_process import TritonServer, TritonServerError, free_port  # noqa: E402
 
@@ -96,19 +96,21 @@ def test_batch_in_one_request(client):
 
 
 def _reference_thumbnail(repository: Path, image: np.ndarray) -> bytes:
-    """In-process encode with the same ONNX graphs, the shared steps and write_thumbnail."""
+    """In-process encode with the same graphs and runtime, the shared steps and write_thumbnail."""
     hr, size = steps.preprocess(image, SCALE)
-    coefficients = OnnxRunner(repository / "encoder" / "1" / "model.onnx").run({"image": hr[None]})["coefficients"]
-    qpm = OnnxRunner(repository / "qpm" / "1" / "model.onnx").run(
+    coefficients = served_runner(repository, "encoder").run({"image": hr[None]})["coefficients"]
+    qpm = served_runner(repository, "qpm").run(
         {"coefficients": coefficients, "table_scale": np.ones(1, np.float32)})
     return steps.encode_thumbnail(qpm["quantized"][0], qpm["tables"][0], size, SCALE)
 
 
 def _reference_decode(repository: Path, data: bytes) -> np.ndarray:
     quantized, tables, size = steps.decode_thumbnail(data, SCALE)
-    image = OnnxRunner(repository / "decoder" / "1" / "model.onnx").run(
-        {"quantized": quantized[None], "tables": tables[None]})["image"]
-    return steps.postprocess(image[0], size)
+    features = served_runner(repository, "decoder", "decoder_features").run(
+        {"quantized": quantized[None], "tables": tables[None]})["features"][0]
+    body = served_runner(repository, "decoder", "decoder_body")
+    image = decode_body_tiled(lambda f: body.run({"features": f})["image"], features, SCALE, max_tile_pixels=None)
+    return steps.crop_image(image, size)
 
 
 @pytest.mark.parametrize("width,height", SIZES)
@@ -260,7 +262,7 @@ def test_model_failing_to_initialize_fails_start_with_reason(repository, tmp_pat
     broken = tmp_path / "repo"
     shutil.copytree(repository / "decoder", broken / "decoder", ignore=shutil.ignore_patterns("*.onnx"))
     srv = TritonServer(broken, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port())
-    with pytest.raises(TritonServerError, match="model.onnx is missing"):
+    with pytest.raises(TritonServerError, match=r"decoder_features\.onnx is missing"):
         srv.start(timeout=120)
 
 

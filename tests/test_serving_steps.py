@@ -133,15 +133,17 @@ def parse_config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
-def configs(root: Path, gpu: bool) -> dict[str, model_config_pb2.ModelConfig]:
+def configs(root: Path, gpu: bool | str) -> dict[str, model_config_pb2.ModelConfig]:
+    """The configs of a target: False/'cpu' the templates, True/'gpu' or 'openvino' their variants."""
+    variant = {False: "cpu", True: "gpu"}.get(gpu, gpu)
     out = {}
     for config in sorted(root.glob("*/config.pbtxt")):
-        gpu_config = config.parent / "configs" / "gpu.pbtxt"
-        out[config.parent.name] = parse_config(gpu_config if gpu and gpu_config.exists() else config)
+        other = config.parent / "configs" / f"{variant}.pbtxt"
+        out[config.parent.name] = parse_config(other if variant != "cpu" and other.exists() else config)
     return out
 
 
-@pytest.mark.parametrize("gpu", [False, True], ids=["cpu", "gpu"])
+@pytest.mark.parametrize("gpu", [False, True, "openvino"], ids=["cpu", "gpu", "openvino"])
 def test_template_configs_parse_and_ensembles_are_wired(gpu):
     models = configs(repository.template_dir(), gpu)
     assert {"preprocess", "encoder", "qpm", "jpeg_encode", "jpeg_decode", "decoder", "postprocess",
@@ -172,12 +174,15 @@ def test_interface_of_the_ensembles():
     models = configs(repository.template_dir(), gpu=False)
     enc, dec = models["hyperthumbnail_encode"], models["hyperthumbnail_decode"]
     uint8, string, fp32 = model_config_pb2.TYPE_UINT8, model_config_pb2.TYPE_STRING, model_config_pb2.TYPE_FP32
-    # IMAGE, plus the optional rate-control input (requests without it keep working)
+    # IMAGE, plus the optional rate-control and metadata inputs (requests without them keep working)
     assert [(t.name, t.data_type, list(t.dims), t.optional) for t in enc.input] == [
-        ("IMAGE", uint8, [-1, -1, 3], False), ("TABLE_SCALE", fp32, [1], True)]
+        ("IMAGE", uint8, [-1, -1, 3], False), ("TABLE_SCALE", fp32, [1], True),
+        ("ICC_PROFILE", string, [1], True), ("EXIF", string, [1], True)]
     assert [(t.name, t.data_type, list(t.dims)) for t in enc.output] == [("THUMBNAIL", string, [1])]
     assert [(t.name, t.data_type, list(t.dims)) for t in dec.input] == [("THUMBNAIL", string, [1])]
-    assert [(t.name, t.data_type, list(t.dims)) for t in dec.output] == [("IMAGE", uint8, [-1, -1, 3])]
+    # IMAGE, plus the metadata the thumbnail carries (a client asking for IMAGE only gets IMAGE)
+    assert [(t.name, t.data_type, list(t.dims)) for t in dec.output] == [
+        ("IMAGE", uint8, [-1, -1, 3]), ("ICC_PROFILE", string, [1]), ("EXIF", string, [1])]
 
 
 def test_gpu_model_conversion(tmp_path):
@@ -199,6 +204,22 @@ def test_gpu_model_conversion(tmp_path):
     assert sorted(p.name for p in (tmp_path / "decoder" / "1").iterdir()) == ["model.plan"]
     qpm = parse_config(tmp_path / "qpm" / "config.pbtxt")
     assert qpm.input[1].name == "table_scale" and qpm.input[1].HasField("reshape")
+
+
+def test_openvino_model_conversion(tmp_path):
+    """The NGC CPU target: each neural model is the same graph on Triton's openvino backend."""
+    for name in repository.NEURAL_MODELS:
+        shutil.copytree(repository.template_dir() / name, tmp_path / name)
+        (tmp_path / name / "1" / "model.onnx").write_bytes(b"onnx")
+        repository._make_openvino_model(tmp_path / name)
+        config = parse_config(tmp_path / name / "config.pbtxt")
+        assert config.backend == "openvino" and not config.platform
+        assert config.default_model_filename == "model.onnx"
+        assert [g.kind for g in config.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
+        assert config.parameters["PERFORMANCE_HINT"].string_value == "LATENCY"
+        assert ("HINT_BF16" in config.parameters) == (name != "qpm")  # the QPM rounds its tables
+        assert sorted(p.name for p in (tmp_path / name / "1").iterdir()) == ["model.onnx"]
+        assert not (tmp_path / name / "configs").exists()
 
 
 def test_set_max_batch_size():
@@ -258,19 +279,39 @@ def test_build_cpu_repository_and_stamp(tmp_path, fake_export):
 
     small_model = HyperThumbnail(ModelConfig(scale=2)).eval()
     out = repository.build_repository(tmp_path / "repo", weights=small_model, scale=2)
-    assert fake_export == ["encoder", "qpm", "decoder"]
-    assert parse_config(out / "jpeg_decode" / "config.pbtxt").parameters["scale"].string_value == "2"
-    for name in repository.NEURAL_MODELS:
+    assert fake_export == ["encoder", "qpm", "decoder_features", "decoder_body"]  # the decoder split for tiling
+    for name in ("jpeg_decode", "decoder"):
+        assert parse_config(out / name / "config.pbtxt").parameters["scale"].string_value == "2"
+    for name in ("encoder", "qpm"):
         assert (out / name / "1" / "model.onnx").is_file() and (out / name / "1" / "model.py").is_file()
+    assert sorted(p.name for p in (out / "decoder" / "1").iterdir()) == [
+        "decoder_body.onnx", "decoder_features.onnx", "model.py"]
+    for name in repository.NEURAL_MODELS:  # the in-process pipeline's defaults
+        parameters = parse_config(out / name / "config.pbtxt").parameters
+        assert (parameters["runtime"].string_value, parameters["precision"].string_value) == ("openvino", "auto")
     assert (out / "hyperthumbnail_encode" / "1").is_dir() and (out / "manifest.json").is_file()
     assert repository.read_stamp(out)["scale"] == 2
     repository.build_repository(out, weights=small_model, scale=2)  # current: nothing to do
-    assert len(fake_export) == 3
+    assert len(fake_export) == 4
     repository.build_repository(out, weights=small_model, scale=2, rebuild=True)
-    assert len(fake_export) == 6
-    (out / "qpm" / "1" / "model.onnx").unlink()  # incomplete: rebuilt
+    assert len(fake_export) == 8
+    (out / "decoder" / "1" / "decoder_body.onnx").unlink()  # incomplete: rebuilt
     repository.build_repository(out, weights=small_model, scale=2)
-    assert len(fake_export) == 9 and not list(tmp_path.glob(".repo*"))  # no staging dirs left
+    assert len(fake_export) == 12 and not list(tmp_path.glob(".repo*"))  # no staging dirs left
+    repository.build_repository(out, weights=small_model, scale=2, runtime="onnx", precision="f32")  # changed
+    assert len(fake_export) == 16
+    for name in repository.NEURAL_MODELS:
+        parameters = parse_config(out / name / "config.pbtxt").parameters
+        assert (parameters["runtime"].string_value, parameters["precision"].string_value) == ("onnx", "f32")
+
+
+def test_build_openvino_repository(tmp_path, fake_export, small_model):
+    out = repository.build_repository(tmp_path / "repo", weights=small_model, target="openvino")
+    assert fake_export == ["encoder", "qpm", "decoder_u8"]  # one decoder graph that ends in uint8
+    models = configs(out, gpu=False)
+    assert {models[name].backend for name in repository.NEURAL_MODELS} == {"openvino"}
+    assert (out / "decoder" / "1" / "model.onnx").read_bytes() == b"onnx decoder_u8"
+    assert models["preprocess"].backend == "python" and not list(out.glob("*/configs"))
 
 
 def test_build_gpu_repository_with_plans(tmp_path, fake_export, small_model):
@@ -295,6 +336,10 @@ def test_build_errors(tmp_path, fake_export, small_model):
         repository.build_repository(tmp_path / "a", weights=small_model, target="tpu")
     with pytest.raises(repository.RepositoryError, match="GPU target"):
         repository.build_repository(tmp_path / "a", weights=small_model, plans=tmp_path)
+    with pytest.raises(repository.RepositoryError, match="unknown runtime"):
+        repository.build_repository(tmp_path / "a", weights=small_model, runtime="tvm")
+    with pytest.raises(repository.RepositoryError, match="needs --runtime openvino"):
+        repository.build_repository(tmp_path / "a", weights=small_model, runtime="onnx", precision="bf16")
     with pytest.raises(repository.RepositoryError, match="for scale 4, not 2"):
         repository.build_repository(tmp_path / "a", weights=small_model, scale=2)
     assert fake_export == []

@@ -39,7 +39,8 @@ def machine_info() -> dict:
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {p: _version(p) for p in ("onnxruntime", "torch", "numpy", "pillow", "tritonclient", "nvidia-pytriton")},
+        "versions": {p: _version(p) for p in ("onnxruntime", "openvino", "torch", "numpy", "pillow", "tritonclient",
+                                              "nvidia-pytriton")},
     }
 
 

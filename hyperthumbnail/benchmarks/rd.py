@@ -38,7 +38,7 @@ class RDConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     scale: int = 4                       # which shipped weights (when `weights` is None)
     weights: Path | None = None          # ours; None = shipped for `scale`
-    runtime: str = "onnx"
+    runtime: str = "openvino"
     sr_weights: Path | None = None       # None = shipped SR baseline
     out: Path = Path("benchmarks/results")
     limit: int | None = None

@@ -226,8 +226,9 @@ class SpeedBenchmark:
                                         "model": {**EDSR_SHAPE, "scale": 4, "weights": "random (seed 0)"}}
             bar.update()
 
-            from ..runtime.graphs import graph_cache_dir
-            results["gmacs"] = decoder_gmacs(graph_cache_dir(self.weights) / "decoder.onnx", edsr_path,
+            from ..runtime.graphs import export_graphs, graph_cache_dir
+            cache = export_graphs(self.weights, graph_cache_dir(self.weights), 4, names=("decoder",))  # MACs only
+            results["gmacs"] = decoder_gmacs(cache / "decoder.onnx", edsr_path,
                                              cfg.width, cfg.height, 4)
             if protocols:
                 results["triton"] = self._triton(work, protocols, bar, step)

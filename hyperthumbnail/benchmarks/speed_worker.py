@@ -73,7 +73,8 @@ class Stage(ABC):
 def _pipeline(spec: dict):
     from ..pipeline import Pipeline
 
-    return Pipeline(spec["weights"], runtime="onnx", threads=spec["threads"])
+    # The default runtime and precision, as the default repository the Triton paths are measured on.
+    return Pipeline(spec["weights"], threads=spec["threads"])
 
 
 class InProcessEncode(Stage):
@@ -87,15 +88,15 @@ class InProcessEncode(Stage):
         return self.p.encode(self.image)
 
     def once(self, timer: StepTimer) -> bytes:
-        g = self.p.graphs
+        g = self.p.graph_set
         with timer("preprocess"):
-            chw, hr_size = steps.preprocess(self.image, self.p.scale)
-        with timer("encoder"):
-            coef = g["encoder"].run({"image": chw[None]})["coefficients"]
+            padded, hr_size = steps.pad_photo(self.image, self.p.scale)
+        with timer("encoder"):  # tiled; each tile converted to float inside
+            coef = g.coefficients(padded)
         with timer("qpm"):
-            out = g["qpm"].run({"coefficients": coef, "table_scale": np.ones(1, np.float32)})
+            quantized, tables = g.quantize(coef)
         with timer("entropy_coding"):
-            return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], hr_size, self.p.scale)
+            return steps.encode_thumbnail(quantized, tables, hr_size, self.p.scale)
 
     def finish(self, output: bytes) -> None:
         (self.work / "thumbnail.jpg").write_bytes(output)
@@ -115,10 +116,10 @@ class InProcessDecode(Stage):
     def once(self, timer: StepTimer) -> np.ndarray:
         with timer("entropy_coding"):
             quantized, tables, hr_size = steps.decode_thumbnail(self.data, self.p.scale)
-        with timer("decoder"):
-            image = self.p.graphs["decoder"].run({"quantized": quantized[None], "tables": tables[None]})["image"][0]
+        with timer("decoder"):  # features + tiled body, ends in uint8
+            image = self.p.graph_set.reconstruct(quantized, tables)
         with timer("postprocess"):
-            return steps.postprocess(image, hr_size)
+            return steps.crop_image(image, hr_size)
 
     def finish(self, output: np.ndarray) -> None:
         np.save(self.work / "decoded.npy", output)

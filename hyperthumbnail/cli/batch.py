@@ -22,6 +22,7 @@ from ..codec.images import IMAGE_SUFFIXES
 from .errors import CLIError
 from .options import make_pipeline
 from .rate_options import rate_controlled
+from .rate_options import wanted as rate_wanted
 
 Kind = Literal["encode", "decode"]
 OUTPUT_SUFFIX = {"encode": ".jpg", "decode": ".png"}
@@ -49,25 +50,36 @@ class Outcome:
         return bpp(self.thumbnail_bytes, self.width, self.height)
 
 
-def _encode_file(codec, source: Path, target: Path, max_pixels: int) -> Outcome:
-    from ..codec.images import load_image
+def _encode_file(codec, source: Path, target: Path, args: argparse.Namespace, max_pixels: int) -> Outcome:
+    from ..codec.images import load_image_with_metadata
+    from ..codec.thumbnail import with_metadata
 
-    image = load_image(source, max_pixels=max_pixels)
+    image, metadata = load_image_with_metadata(source, max_pixels, args.strip_metadata, args.strip_gps)
     start = time.perf_counter()
-    data = codec.encode(image)
+    if metadata and args.url and not rate_wanted(args):  # the server carries it (ICC_PROFILE, EXIF inputs)
+        data = codec.encode(image, metadata=metadata)
+    else:  # in-process, or around a rate search: the same bytes, attached here
+        data = codec.encode(image)
+        data = with_metadata(data, metadata) if metadata else data
     seconds = time.perf_counter() - start
     target.write_bytes(data)
     return Outcome(source, target, len(data), image.shape[1], image.shape[0], seconds)
 
 
-def _decode_file(codec, source: Path, target: Path) -> Outcome:
+def _decode_file(codec, source: Path, target: Path, args: argparse.Namespace, max_pixels: int) -> Outcome:
     from ..codec.images import save_image
+    from ..codec.thumbnail import read_metadata, restore_marker
 
     data = source.read_bytes()
+    if args.scale is not None:  # a stripped thumbnail: write its marker again
+        data = restore_marker(data, args.scale, args.size, max_pixels)
     start = time.perf_counter()
-    image = codec.decode(data)
+    if args.url:  # the server returns the metadata (ICC_PROFILE, EXIF outputs)
+        image, metadata = codec.decode_with_metadata(data)
+    else:
+        image, metadata = codec.decode(data), read_metadata(data)
     seconds = time.perf_counter() - start
-    save_image(image, target)
+    save_image(image, target, metadata)
     return Outcome(source, target, len(data), image.shape[1], image.shape[0], seconds)
 
 
@@ -151,8 +163,8 @@ def run_batch(args: argparse.Namespace, kind: Kind) -> int:
     make_codec, workers, where = _codecs(args)
     if kind == "encode":
         make_codec = rate_controlled(make_codec, args)
-    work = (partial(_encode_file, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS) if kind == "encode"
-            else _decode_file)
+    work = partial(_encode_file if kind == "encode" else _decode_file, args=args,
+                   max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS)
     expected = _expected_errors()
     local = threading.local()
     codecs: list = []

@@ -1,5 +1,5 @@
-"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy`: the benchmarks, each one command
-writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
+"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
+the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--scale", type=int, choices=(2, 4), default=4,
                     help="which shipped model; --scale 2 writes rd_x2.* instead of rd.*")
     rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped for --scale")
-    rd.add_argument("--runtime", choices=("onnx", "torch"), default="onnx", help="our pipeline's runtime")
+    rd.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino", help="our pipeline's runtime")
     rd.add_argument("--sr-weights", default=None, help="SR baseline weights; default: shipped")
     rd.add_argument("--out", default="benchmarks/results")
     rd.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     curve.add_argument("--scale", type=int, choices=(2, 4), default=4,
                        help="which shipped weights (ignored with --weights); 2x results go to rd_curve_x2.*")
     curve.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped for --scale")
-    curve.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
+    curve.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino")
     curve.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     curve.add_argument("--limit", type=int, default=None, help="first N images")
     curve.add_argument("--out", default="benchmarks/results")
@@ -108,6 +108,47 @@ def register(sub: argparse._SubParsersAction) -> None:
     proxy.add_argument("--out", default="benchmarks/results/rate_proxy.json", help="output JSON file")
     proxy.set_defaults(func=_module_run("rate_proxy"))
 
+    scale = bench.add_parser(
+        "scaleout", help="1 vs N replicas: `perf` through the front port of `serve --replicas N`",
+        description="For each replica count: start `hyperthumbnail serve --replicas N`, run `hyperthumbnail perf` "
+        "through its front port, and record the requests each replica served and the server CPU-s per request. "
+        "Writes scaleout_r{N}.json/.csv and scaleout.json (docs/scaleout.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    scale.add_argument("--replicas", default="1,2", help="replica counts to compare")
+    scale.add_argument("--model", default="hyperthumbnail_decode", choices=("hyperthumbnail_encode", "hyperthumbnail_decode"))
+    scale.add_argument("--resolution", default="1080p")
+    scale.add_argument("--concurrency", default="1:4")
+    scale.set_defaults(func=_module_run("scaleout"))
+
+    engines = bench.add_parser(
+        "perf-engines", help="our load generator vs NVIDIA's perf_analyzer, one after the other on one server",
+        description="Each case (decode/encode, 1080p/6K, HTTP/gRPC) runs `hyperthumbnail perf` with --engine builtin, "
+        "then --engine perf_analyzer, against one server. Writes perf_engines.json/.csv/.png and each run's "
+        "JSON/CSV in perf_engines/.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    engines.add_argument("--url", default=None, help="HTTP host:port of a running server (default: start one)")
+    engines.add_argument("--grpc-url", default=None, help="gRPC host:port of that server (with --url)")
+    engines.add_argument("--cases", type=_csv_list, default=None,
+                         help="case names to (re)run, e.g. decode_6k_grpc_c1; the other cases already in "
+                         "perf_engines.json are kept")
+    engines.add_argument("--interval-ms", type=int, default=None, help="override the cases' measurement window")
+    engines.add_argument("--max-windows", type=int, default=None, help="override the cases' window limit")
+    engines.add_argument("--quick", action="store_true", help="one small case with 1 s windows (a smoke run)")
+    engines.add_argument("--out", default="benchmarks/results")
+    engines.set_defaults(func=_module_run("perf_engines"))
+
+    analyzer = bench.add_parser(
+        "model-analyzer", help="triton-model-analyzer (remote mode) on the decode ensemble's instances/batching",
+        description="Starts a server in explicit model-control mode and runs model-analyzer's quick search over the "
+        "decode ensemble's steps with the venv's perf_analyzer (needs `make model-analyzer`). Writes "
+        "model_analyzer/ (its result tables, log, config, summary.json).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    analyzer.add_argument("--resolution", default="256x192", help="HR size of the decode input (a real photo cut to it)")
+    analyzer.add_argument("--max-instances", type=int, default=2, help="instance counts searched per step")
+    analyzer.add_argument("--max-batch", type=int, default=4, help="largest max_batch_size searched")
+    analyzer.add_argument("--max-concurrency", type=int, default=2, help="largest client concurrency")
+    analyzer.add_argument("--out", default="benchmarks/results")
+    analyzer.set_defaults(func=_module_run("model_analyzer"))
+
 
 def _module_run(module_name: str):
     """`run(args)` of hyperthumbnail.benchmarks.<module_name>, imported only when it runs (torch is heavy)."""
@@ -115,7 +156,7 @@ def _module_run(module_name: str):
         module = importlib.import_module(f"hyperthumbnail.benchmarks.{module_name}")
         try:
             return module.run(args)
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, ValueError) as exc:
             raise CLIError(str(exc)) from exc
     return run
 

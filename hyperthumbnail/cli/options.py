@@ -15,8 +15,12 @@ __all__ = ["add_runtime_options", "add_server_options", "make_pipeline"]
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     """Where the model runs in-process (encode, decode)."""
     p.add_argument("--weights", default=None, help="weights (.safetensors) or training checkpoint (.pt); default: shipped")
-    p.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
-                   help="in-process runtime; onnx gives the same bytes as the Triton server")
+    p.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino",
+                   help="in-process runtime (default openvino); the same runtime and precision as the "
+                   "Triton server's repository give the same bytes")
+    p.add_argument("--precision", choices=("auto", "f32", "bf16"), default="auto",
+                   help="openvino: auto (default) = bf16 for the encoder and the decoder body where the CPU "
+                   "has native bf16, f32 elsewhere; f32 everywhere; bf16 = as auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
 
 
@@ -25,8 +29,9 @@ def make_pipeline(args: argparse.Namespace, scale: int = 4):
     from ..pipeline import Pipeline
 
     try:
-        return Pipeline(args.weights, scale=scale, runtime=args.runtime, threads=args.threads)
-    except FileNotFoundError as exc:
+        return Pipeline(args.weights, scale=scale, runtime=args.runtime, threads=args.threads,
+                        precision=getattr(args, "precision", "auto"))
+    except (FileNotFoundError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 
 

@@ -1,7 +1,10 @@
 """`hyperthumbnail perf`: perf_analyzer-style concurrency sweep against a running server.
 
-Semantics in `hyperthumbnail.client.perf`; inputs in `hyperthumbnail.client.perf_inputs`.
-Writes a rich table, `--output` JSON and a CSV next to it; exits 1 if any request failed.
+Two engines measure it: our load generator (`hyperthumbnail.client.perf`, the default where the
+real tool is missing) or NVIDIA's perf_analyzer (`hyperthumbnail.client.perf_analyzer`), given
+the same options. Inputs in `hyperthumbnail.client.perf_inputs`. Writes a rich table,
+`--output` JSON (naming the engine and its version) and a CSV next to it; exits 1 if any
+request failed.
 """
 from __future__ import annotations
 
@@ -11,10 +14,11 @@ import datetime as dt
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ..benchmarks.machine import machine_info
-from ..interface import DECODE_MODEL, ENSEMBLES
+from ..interface import ADMIN_HEADER, ADMIN_KEY_ENV, DECODE_MODEL, ENSEMBLES, MODELS
 from .errors import CLIError
 
 
@@ -27,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "p50/p90/p95/p99/mean latency, errors, and the server-side queue/compute split from Triton's "
         "statistics for the ensemble and each step. The input is a real photo resized and cropped to "
         "the resolution (../shared/datasets/highres), or an image FILE; decode inputs are encoded once "
-        "by the server first. See docs/client.md.",
+        "by the server first. --engine perf_analyzer runs NVIDIA's perf_analyzer (one run per level) with "
+        "the same options and payload and reads its report into the same table/JSON/CSV. See docs/client.md.",
     )
-    p.add_argument("--url", default=None, metavar="HOST:PORT", help="server (default 127.0.0.1:8000 http, :8001 grpc)")
+    p.add_argument("--url", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                   help="server, or several (requests go round robin; e.g. the replicas' own ports for --shm) "
+                   "(default 127.0.0.1:8000 http, :8001 grpc)")
     p.add_argument("--protocol", choices=("http", "grpc"), default="http", help="(default %(default)s)")
     p.add_argument("--model", choices=ENSEMBLES, default=DECODE_MODEL, help="(default %(default)s)")
     p.add_argument("--resolution", default="1080p", metavar="1080p|4k|6k|WxH|FILE",
@@ -38,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--concurrency", default="1", metavar="START:END[:STEP]", help="concurrency levels (default %(default)s)")
     p.add_argument("--output", default=None, metavar="FILE.json", help="write the results as JSON (+ .csv next to it)")
     p.add_argument("--shm", action="store_true", help="image tensors through system shared memory (local server)")
+    p.add_argument("--admin-key", default=None, metavar="KEY",
+                   help="the server's admin key, needed by --shm when the server restricts its admin APIs "
+                   "(default $HYPERTHUMBNAIL_ADMIN_KEY)")
     p.add_argument("--measurement-interval-ms", type=float, default=5000.0, metavar="MS",
                    help="window length (default %(default)g)")
     p.add_argument("--stability", type=float, default=10.0, metavar="PCT",
@@ -47,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, metavar="N",
                    help="completed requests discarded at the start of each level (default %(default)s)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per-request timeout (default %(default)g)")
+    p.add_argument("--engine", choices=("builtin", "perf_analyzer"), default=None,
+                   help="who sends the load: our generator or NVIDIA's perf_analyzer (`make setup` installs it "
+                   "into the venv); default perf_analyzer where it is installed, else builtin")
     p.add_argument("--write-input-data", default=None, metavar="FILE.json",
                    help="only write perf_analyzer --input-data JSON for this model/resolution (and print the "
                    "perf_analyzer command); no load test")
@@ -78,8 +91,9 @@ def _flat(row: dict) -> dict:
 def _table(config: dict, results: list[dict]):
     from rich.table import Table
 
+    engine = config["engine"] + (f" {config['perf_analyzer_version']}" if config["perf_analyzer_version"] else "")
     table = Table(title=f"{config['model']} {config['resolution']} via {config['protocol']}"
-                  + (" +shm" if config["shm"] else ""),
+                  + (" +shm" if config["shm"] else "") + f" ({engine})",
                   caption="latencies in ms; srv: Triton statistics summed over the ensemble's steps, per request")
     for column in ("conc", "infer/s", "p50", "p90", "p95", "p99", "mean", "errors", "windows", "stable",
                    "srv queue", "srv compute"):
@@ -104,6 +118,56 @@ def _perf_analyzer_command(args: argparse.Namespace, url: str, path: str, output
             f" -s {args.stability:g} -r {args.max_windows} --percentile 95{shm} -f perf_analyzer.csv")
 
 
+def _engine(args: argparse.Namespace) -> tuple[str, Path | None, str | None]:
+    """(engine, perf_analyzer binary, its version); --engine perf_analyzer without the binary is an error."""
+    from ..client.perf_analyzer import PerfAnalyzerError, binary_version, find_binary
+
+    binary = find_binary()
+    # What perf_analyzer 2.48 cannot do: shared memory for a model with optional inputs (encode's
+    # TABLE_SCALE), several servers at once, and request headers (the admin key --shm may need) over gRPC.
+    cannot = []
+    if args.shm and any(tensor.optional for tensor in MODELS[args.model].inputs):
+        cannot.append(f"--shm with {args.model} (perf_analyzer refuses shared memory for optional inputs)")
+    if args.url and "," in args.url:
+        cannot.append("several --url servers (perf_analyzer takes one)")
+    if args.shm and args.protocol == "grpc" and _admin_key(args):
+        cannot.append("--shm with an admin key over gRPC (perf_analyzer sends headers over HTTP only)")
+    engine = args.engine or ("perf_analyzer" if binary and not cannot else "builtin")
+    if engine == "builtin":
+        return engine, None, None
+    if cannot:
+        raise CLIError(f"--engine perf_analyzer cannot run {cannot[0]}; use --engine builtin")
+    if binary is None:
+        raise CLIError("--engine perf_analyzer: no perf_analyzer in the venv or on the PATH (`make setup` installs it)")
+    try:
+        return engine, binary, binary_version(binary)
+    except PerfAnalyzerError as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def _admin_key(args: argparse.Namespace) -> str | None:
+    return args.admin_key or os.environ.get(ADMIN_KEY_ENV) or None
+
+
+def _run_perf_analyzer(args: argparse.Namespace, url: str, binary: Path, levels: list[int], settings,
+                       image, thumbnail: bytes | None, on_level) -> list[dict]:
+    """One perf_analyzer run per level on the same payload our engine would send."""
+    from ..client.perf_analyzer import PerfAnalyzerError, PerfAnalyzerJob, run_levels
+    from ..client.perf_inputs import write_input_data
+
+    height, width = image.shape[:2]
+    with tempfile.TemporaryDirectory(prefix="hyperthumbnail-perf-") as tmp:
+        data = write_input_data(Path(tmp) / "input_data.json", args.model, image, thumbnail)
+        key = _admin_key(args) if args.shm else None  # the restricted shared-memory APIs want it
+        job = PerfAnalyzerJob(binary, args.model, url, args.protocol, data, settings, shm=args.shm,
+                              output_shm_bytes=width * height * 3 if thumbnail is not None else None,
+                              headers=[f"{ADMIN_HEADER}:{key}"] if key else [])
+        try:
+            return [r.to_json() for r in run_levels(job, levels, args.timeout, on_level)]
+        except PerfAnalyzerError as exc:
+            raise CLIError(str(exc)) from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -112,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from ..client.perf_inputs import make_input, write_input_data
 
     console = Console(stderr=True, highlight=False)
+    engine, binary, pa_version = _engine(args) if not args.write_input_data else ("builtin", None, None)
     try:
         levels = parse_concurrency(args.concurrency)
         perf_input = make_input(args.resolution)
@@ -123,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"input: {perf_input.source}")
 
     def connect() -> HyperThumbnailClient:
-        return HyperThumbnailClient(args.url, protocol=args.protocol, timeout_s=args.timeout, use_shm=args.shm)
+        return HyperThumbnailClient(args.url, protocol=args.protocol, timeout_s=args.timeout, use_shm=args.shm,
+                                    admin_key=args.admin_key)
 
     with connect() as client:
         if not client.is_ready():
@@ -145,11 +211,13 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(str(exc)) from exc
 
         config = {
+            "engine": engine, "perf_analyzer_version": pa_version,
             "machine": machine_info(), "url": client.options.url, "protocol": args.protocol, "model": args.model,
             "resolution": f"{width}x{height}", "input": perf_input.source, "shm": args.shm,
             "thumbnail_bytes": len(thumbnail) if thumbnail is not None else None,
             "concurrency": levels, "measurement_interval_ms": args.measurement_interval_ms,
-            "stability_pct": args.stability, "max_windows": args.max_windows, "warmup": args.warmup,
+            "stability_pct": args.stability, "max_windows": args.max_windows,
+            "warmup": args.warmup if engine == "builtin" else None,  # perf_analyzer 2.48 has no warm-up
             "server_version": _server_version(client),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -161,9 +229,16 @@ def run(args: argparse.Namespace) -> int:
                           f"{len(window.latencies)} ok, {window.errors} errors, "
                           f"{window.throughput:.3f} infer/s, p95 {window.p95 * 1e3:.0f} ms")
 
-        results = [r.to_json() for r in run_levels(connect, call, levels, PerfSettings(
-            measurement_interval_s=args.measurement_interval_ms / 1e3, stability_pct=args.stability,
-            max_windows=args.max_windows, warmup=args.warmup), stats, on_window)]
+        settings = PerfSettings(measurement_interval_s=args.measurement_interval_ms / 1e3,
+                                stability_pct=args.stability, max_windows=args.max_windows, warmup=args.warmup)
+        if engine == "perf_analyzer":
+            console.print(f"engine: perf_analyzer {pa_version} ({binary}), one run per concurrency level")
+            results = _run_perf_analyzer(
+                args, client.options.url, binary, levels, settings, perf_input.image, thumbnail,
+                lambda r: console.print(f"concurrency {r.concurrency}: {r.windows} windows, "
+                                        f"{'stable' if r.stable else 'unstable'}, {r.errors} errors"))
+        else:
+            results = [r.to_json() for r in run_levels(connect, call, levels, settings, stats, on_window)]
     config["load_average_1m_end"] = round(os.getloadavg()[0], 2)
 
     Console(width=None if sys.stdout.isatty() else 132).print(_table(config, results))  # no squeezing in logs

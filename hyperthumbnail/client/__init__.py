@@ -10,8 +10,8 @@ See docs/client.md.
 from __future__ import annotations
 
 from .aio import AsyncHyperThumbnailClient
-from .errors import HyperThumbnailError, InvalidInputError, ServerError, ServerUnavailableError
+from .errors import AccessDeniedError, HyperThumbnailError, InvalidInputError, ServerError, ServerUnavailableError
 from .sync import HyperThumbnailClient
 
 __all__ = ["HyperThumbnailClient", "AsyncHyperThumbnailClient", "HyperThumbnailError", "InvalidInputError",
-           "ServerUnavailableError", "ServerError"]
+           "ServerUnavailableError", "ServerError", "AccessDeniedError"]

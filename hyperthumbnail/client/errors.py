@@ -12,7 +12,8 @@ import http.client
 from tritonclient.utils import InferenceServerException
 from tritonclient.utils.shared_memory import SharedMemoryException
 
-__all__ = ["HyperThumbnailError", "InvalidInputError", "ServerUnavailableError", "ServerError", "TRANSLATED", "translate"]
+__all__ = ["HyperThumbnailError", "InvalidInputError", "ServerUnavailableError", "ServerError", "AccessDeniedError",
+           "TRANSLATED", "translate"]
 
 
 class HyperThumbnailError(Exception):
@@ -24,7 +25,19 @@ class InvalidInputError(HyperThumbnailError):
 
 
 class ServerUnavailableError(HyperThumbnailError):
-    """The server could not be reached, went away, or did not answer within the timeout."""
+    """The server could not be reached, went away, or did not answer within the timeout.
+
+    `retryable`: False for a timeout (resending work to an overloaded cluster makes it worse);
+    the client retries the others on the next server."""
+
+    def __init__(self, message: str, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class AccessDeniedError(HyperThumbnailError):
+    """A restricted admin API (shared memory, model repository, ...) refused a call without the
+    right admin key: pass `admin_key=` or set HYPERTHUMBNAIL_ADMIN_KEY (docs/scaleout.md)."""
 
 
 class ServerError(HyperThumbnailError):
@@ -35,6 +48,8 @@ _GRPC_INVALID = {"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusC
                  "StatusCode.OUT_OF_RANGE", "StatusCode.ALREADY_EXISTS"}
 _GRPC_UNAVAILABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED"}
 _HTTP_UNAVAILABLE = {"502", "503", "504"}
+_TIMEOUTS = {"StatusCode.DEADLINE_EXCEEDED", "504"}
+_RESTRICTED = "is restricted, expecting header"  # Triton's refusal of a restricted API (HTTP 403, gRPC UNAVAILABLE)
 
 
 def _connection_errors() -> tuple[type[BaseException], ...]:
@@ -61,11 +76,15 @@ def translate(exc: BaseException) -> HyperThumbnailError:
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
         message = exc.message() or str(exc)
+        if _RESTRICTED in message:
+            return AccessDeniedError(f"{message}: the server restricts this API to its admin key "
+                                     "(admin_key= or $HYPERTHUMBNAIL_ADMIN_KEY)")
         if status in _GRPC_UNAVAILABLE or status in _HTTP_UNAVAILABLE:
-            return ServerUnavailableError(f"{message} ({status})")
+            return ServerUnavailableError(f"{message} ({status})", retryable=status not in _TIMEOUTS)
         if status in _GRPC_INVALID or (len(status) == 3 and status.startswith("4")):
             return InvalidInputError(message)
         return ServerError(f"{message} ({status})" if status else message)
     if isinstance(exc, SharedMemoryException):
         return HyperThumbnailError(f"system shared memory: {exc}")
-    return ServerUnavailableError(f"cannot reach the server: {type(exc).__name__}: {exc}")
+    timeout = isinstance(exc, (TimeoutError, asyncio.TimeoutError)) or "timed out" in str(exc).lower()
+    return ServerUnavailableError(f"cannot reach the server: {type(exc).__name__}: {exc}", retryable=not timeout)

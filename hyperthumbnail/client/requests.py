@@ -14,20 +14,21 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 
 import numpy as np
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import serialize_byte_tensor
 
-from ..codec.thumbnail import ThumbnailError, read_thumbnail
+from ..codec.metadata import Metadata
+from ..codec.thumbnail import ThumbnailError, read_metadata, read_thumbnail, restore_marker, with_metadata
 from ..interface import DECODE_MODEL, ENCODE_AT_BPP_MODEL, ENCODE_MODEL
 from .errors import InvalidInputError
 
 __all__ = ["Region", "Request",
            "UNREGISTER_RETRY_DELAYS_S", "region_in_use", "check_image", "decode_request",
-           "encode_at_bpp_request", "encode_request", "chunks", "hr_size", "scatter"]
+           "encode_at_bpp_request", "encode_request", "chunks", "hr_size", "scatter", "stripped"]
 
 
 
@@ -89,6 +90,36 @@ def hr_size(data: bytes) -> tuple[int, int] | None:
         return None
 
 
+def stripped(jpeg: bytes, scale: int | None, size: tuple[int, int] | None) -> bytes:
+    """A thumbnail whose APP segments were stripped, made whole again from the scale and original
+    size the caller knows (`decode --scale 4 --size WxH`); with scale None, `jpeg` as it is."""
+    if scale is None:
+        if size is not None:
+            raise InvalidInputError("a size for a stripped thumbnail needs its scale too")
+        return jpeg
+    try:
+        return restore_marker(jpeg, scale, size)
+    except ThumbnailError as exc:
+        raise InvalidInputError(str(exc)) from exc
+
+
+def _metadata_inputs(module: ModuleType, metadata: Metadata | None, batch: int) -> list:
+    """The optional ICC_PROFILE / EXIF inputs (the same for every image of the request)."""
+    inputs = []
+    for name, value in (("ICC_PROFILE", metadata and metadata.icc_profile), ("EXIF", metadata and metadata.exif)):
+        if value:
+            tensor = np.array([[bytes(value)]] * batch, dtype=np.object_)
+            inp = module.InferInput(name, list(tensor.shape), "BYTES")
+            inp.set_data_from_numpy(tensor)
+            inputs.append(inp)
+    return inputs
+
+
+def _with_xmp(jpeg: bytes, xmp: bytes | None) -> bytes:
+    """XMP has no served tensor: it is added here, next to what the server put in."""
+    return with_metadata(jpeg, replace(read_metadata(jpeg), xmp=xmp)) if xmp else jpeg
+
+
 def chunks(keys: Sequence[Hashable], max_batch: int) -> list[list[int]]:
     """Indices grouped by equal key (same-size items share a request), each group cut to max_batch."""
     groups: dict[Hashable, list[int]] = {}
@@ -140,15 +171,19 @@ def _per_image_input(module: ModuleType, name: str, value: float, batch: int):
     return inp
 
 
-def encode_request(module: ModuleType, images: np.ndarray, use_shm: bool, table_scale: float | None = None) -> Request:
-    """(B, H, W, 3) uint8 -> B thumbnails (bytes); `table_scale` fills the optional TABLE_SCALE input."""
+def encode_request(module: ModuleType, images: np.ndarray, use_shm: bool, table_scale: float | None = None,
+                   metadata: Metadata | None = None) -> Request:
+    """(B, H, W, 3) uint8 -> B thumbnails (bytes); `table_scale` fills the optional TABLE_SCALE input,
+    `metadata` the optional ICC_PROFILE and EXIF inputs (its XMP is added to the returned files)."""
     regions: list[Region] = []
     inputs = [_image_input(module, images, use_shm, regions)]
     if table_scale is not None:  # rate control: multiplies the predicted quantization tables
         inputs.append(_per_image_input(module, "TABLE_SCALE", table_scale, len(images)))
+    inputs += _metadata_inputs(module, metadata, len(images))
+    xmp = metadata.xmp if metadata else None
 
     def read(result) -> list[bytes]:
-        return [bytes(item) for item in result.as_numpy("THUMBNAIL")[:, 0]]
+        return [_with_xmp(bytes(item), xmp) for item in result.as_numpy("THUMBNAIL")[:, 0]]
 
     return Request(ENCODE_MODEL, inputs, [module.InferRequestedOutput("THUMBNAIL")], read, regions)
 
@@ -171,11 +206,30 @@ def encode_at_bpp_request(module: ModuleType, images: np.ndarray, use_shm: bool,
 
 
 def decode_request(module: ModuleType, thumbnails: Sequence[bytes], use_shm: bool,
-                   size: tuple[int, int] | None = None) -> Request:
-    """B thumbnails of one HR `size` -> B HxWx3 images. Without a known size, no shared memory."""
+                   size: tuple[int, int] | None = None, metadata: bool = False) -> Request:
+    """B thumbnails of one HR `size` -> B HxWx3 images. Without a known size, no shared memory.
+    `metadata`: B (image, Metadata) pairs instead (ICC_PROFILE and EXIF from the server, XMP read here)."""
     batch = np.array([[bytes(t)] for t in thumbnails], dtype=np.object_)
     regions: list[Region] = []
     outputs = [module.InferRequestedOutput("IMAGE")]
+    request = _decode_images(module, batch, use_shm, size, outputs, regions)
+    if not metadata:
+        return request
+    outputs += [module.InferRequestedOutput("ICC_PROFILE"), module.InferRequestedOutput("EXIF")]
+    read_images = request.read
+
+    def read(result) -> list[tuple[np.ndarray, Metadata]]:
+        found = zip(read_images(result), result.as_numpy("ICC_PROFILE")[:, 0], result.as_numpy("EXIF")[:, 0],
+                    thumbnails)
+        return [(image, Metadata(bytes(icc) or None, bytes(exif) or None, read_metadata(bytes(t)).xmp))
+                for image, icc, exif, t in found]
+
+    return Request(DECODE_MODEL, request.inputs, outputs, read, regions)
+
+
+def _decode_images(module: ModuleType, batch: np.ndarray, use_shm: bool, size: tuple[int, int] | None,
+                   outputs: list, regions: list[Region]) -> Request:
+    thumbnails = batch[:, 0]
     if use_shm and size is not None:
         try:
             serialized = serialize_byte_tensor(batch)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..codec.metadata import Metadata
 from ..interface import ENSEMBLES, MAX_BATCH
 from .errors import TRANSLATED, ServerUnavailableError, translate
 from .options import ClientOptions, Protocol, ShmMode
@@ -24,6 +25,7 @@ from .requests import (
     hr_size,
     region_in_use,
     scatter,
+    stripped,
 )
 
 __all__ = ["HyperThumbnailClient"]
@@ -32,32 +34,50 @@ __all__ = ["HyperThumbnailClient"]
 class HyperThumbnailClient:
     """Client of the `hyperthumbnail_encode` / `hyperthumbnail_decode` ensembles.
 
-    url: "host:port" (default 127.0.0.1:8000 for HTTP, :8001 for gRPC).
+    url: "host:port" (default 127.0.0.1:8000 for HTTP, :8001 for gRPC), or several servers (a list,
+        or "host1:port,host2:port"): requests then go round robin over them (client-side balancing,
+        the standard answer to a gRPC channel pinned to one server).
     timeout_s: per request; a server that does not answer in time raises ServerUnavailableError.
     use_shm: send the image tensors through system shared memory (the server must run on this
         host); "auto" does so for tensors of 1 MiB and more when the url is a loopback address.
     max_batch_size: the ensembles' max_batch_size; batch calls split larger groups.
-    `.triton` is the underlying tritonclient client, for the rest of Triton's API (statistics, ...).
+    admin_key: the server's admin key (default $HYPERTHUMBNAIL_ADMIN_KEY), sent with the
+        shared-memory calls when the server restricts them (docs/scaleout.md).
+    retries: after a ServerUnavailableError (not a timeout) the request is resent to the next
+        server, up to `retries` times (default: every other server once; one retry with one url,
+        which behind a load balancer reaches another replica). Inference is idempotent.
+    `.triton` is the (first) underlying tritonclient client, for the rest of Triton's API (statistics, ...).
 
     >>> with HyperThumbnailClient("127.0.0.1:8001", protocol="grpc") as client:
     ...     jpeg = client.encode(image)
     ...     restored = client.decode(jpeg)
     """
 
-    def __init__(self, url: str | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
-                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False):
-        self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size)
+    def __init__(self, url: str | Sequence[str] | None = None, protocol: Protocol = "http", timeout_s: float = 300.0,
+                 use_shm: ShmMode = False, max_batch_size: int = MAX_BATCH, verbose: bool = False,
+                 admin_key: str | None = None, retries: int | None = None):
+        self.options = ClientOptions.make(url, protocol, timeout_s, use_shm, max_batch_size, admin_key, retries)
         module = self.options.module
         if protocol == "http":
-            self.triton = module.InferenceServerClient(self.options.url, verbose=verbose,
-                                                       connection_timeout=timeout_s, network_timeout=timeout_s)
+            self.tritons = [module.InferenceServerClient(u, verbose=verbose, connection_timeout=timeout_s,
+                                                         network_timeout=timeout_s) for u in self.options.urls]
         else:
-            self.triton = module.InferenceServerClient(self.options.url, verbose=verbose)
+            self.tritons = [module.InferenceServerClient(u, verbose=verbose) for u in self.options.urls]
+        self.triton = self.tritons[0]
+        self._turn = 0  # round robin position
 
     # ----------------------------------------------------------------- single images
-    def encode(self, image: np.ndarray, table_scale: float | None = None) -> bytes:
-        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
-        return self.encode_batch([image], table_scale)[0]
+    def encode(self, image: np.ndarray, table_scale: float | None = None, metadata: Metadata | None = None
+               ) -> bytes:
+        """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file).
+
+        `metadata` (e.g. from `load_image_with_metadata`): its ICC profile and EXIF go to the server
+        (ICC_PROFILE / EXIF inputs) and come back inside the thumbnail, its XMP is added here."""
+        if metadata is None:
+            return (self.encode_batch([image], table_scale))[0]
+        batch = check_image(image)[None]
+        return (self._run(encode_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
+                                                table_scale, metadata)))[0]
 
     def encode_at_bpp(self, image: np.ndarray, target_bpp: float, tolerance: float | None = None
                       ) -> tuple[bytes, float, float]:
@@ -69,10 +89,23 @@ class HyperThumbnailClient:
         return self._run(encode_at_bpp_request(self.options.module, batch, self.options.shm_for(batch.nbytes),
                                                target_bpp, tolerance))[0]
 
-    def decode(self, jpeg: bytes) -> np.ndarray:
-        """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size."""
+    def decode(self, jpeg: bytes, scale: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of the original size.
+
+        `scale` (and `size`, the original (width, height); default: the thumbnail size times the
+        scale) decode a thumbnail whose APP segments were stripped: its marker is written again here."""
+        jpeg = stripped(jpeg, scale, size)
         size = hr_size(jpeg) if self.options.use_shm else None  # only shm needs the output size
-        return self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size))[0]
+        return (self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size)))[0]
+
+    def decode_with_metadata(self, jpeg: bytes, scale: int | None = None, size: tuple[int, int] | None = None
+                             ) -> tuple[np.ndarray, Metadata]:
+        """As `decode`, plus the photo's metadata: ICC profile and EXIF from the server (the ICC_PROFILE /
+        EXIF outputs), XMP from the file; `save_image(image, path, metadata)` writes them."""
+        jpeg = stripped(jpeg, scale, size)
+        size = hr_size(jpeg) if self.options.use_shm else None
+        return (self._run(decode_request(self.options.module, [jpeg], self.options.shm_for_images(size, 1), size,
+                                                metadata=True)))[0]
 
     # ----------------------------------------------------------------- batches
     def encode_batch(self, images: Sequence[np.ndarray], table_scale: float | None = None) -> list[bytes]:
@@ -100,25 +133,28 @@ class HyperThumbnailClient:
 
     # ----------------------------------------------------------------- health
     def is_ready(self) -> bool:
-        """The server is up and both ensembles are ready."""
+        """A server is up and both ensembles are ready (with several urls: at least one server)."""
         kwargs = self.options.call_kwargs
-        try:
-            return bool(self.triton.is_server_ready(**kwargs)) and all(
-                self.triton.is_model_ready(model, **kwargs) for model in ENSEMBLES)
-        except TRANSLATED:
-            return False
+        for triton in self.tritons:
+            try:
+                if triton.is_server_ready(**kwargs) and all(triton.is_model_ready(model, **kwargs) for model in ENSEMBLES):
+                    return True
+            except TRANSLATED:
+                continue
+        return False
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
         """Block until `is_ready()`, or raise ServerUnavailableError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while not self.is_ready():
             if time.monotonic() > deadline:
-                raise ServerUnavailableError(f"{self.options.protocol} server at {self.options.url} "
+                raise ServerUnavailableError(f"{self.options.protocol} server at {','.join(self.options.urls)} "
                                              f"not ready after {timeout:g} s")
             time.sleep(0.25)
 
     def close(self) -> None:
-        self.triton.close()
+        for triton in self.tritons:
+            triton.close()
 
     def __enter__(self) -> HyperThumbnailClient:
         return self
@@ -128,27 +164,41 @@ class HyperThumbnailClient:
 
     # ----------------------------------------------------------------- internals
     def _run(self, request: Request) -> list:
-        """Register the request's shm regions, infer, read the results, unregister and free the regions."""
-        kwargs = self.options.call_kwargs
+        """Send the request to the next server; on ServerUnavailableError resend it to the one after."""
+        try:
+            for attempt in range(self.options.retries + 1):
+                triton = self.tritons[self._turn % len(self.tritons)]
+                self._turn += 1
+                try:
+                    return self._run_on(triton, request)
+                except ServerUnavailableError as exc:
+                    if not exc.retryable or attempt == self.options.retries:
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            request.release()
+
+    def _run_on(self, triton, request: Request) -> list:
+        """Register the request's shm regions, infer, read the results, unregister the regions."""
+        kwargs, admin = self.options.call_kwargs, self.options.admin_kwargs
         registered = []
         try:
             for region in request.regions:
-                self.triton.register_system_shared_memory(region.name, region.key, region.byte_size, **kwargs)
+                triton.register_system_shared_memory(region.name, region.key, region.byte_size, **admin)
                 registered.append(region)
-            result = self.triton.infer(request.model, request.inputs, outputs=request.outputs, **kwargs)
+            result = triton.infer(request.model, request.inputs, outputs=request.outputs, **kwargs)
             return request.read(result)
         except TRANSLATED as exc:
             raise translate(exc) from exc
         finally:
             for region in registered:
-                self._unregister(region.name, kwargs)
-            request.release()
+                self._unregister(triton, region.name, admin)
 
-    def _unregister(self, name: str, kwargs: dict) -> None:
+    def _unregister(self, triton, name: str, kwargs: dict) -> None:
         """Unregister a region, retrying while the server still holds it for the finished request."""
         for delay in UNREGISTER_RETRY_DELAYS_S:
             try:
-                self.triton.unregister_system_shared_memory(name, **kwargs)
+                triton.unregister_system_shared_memory(name, **kwargs)
                 return
             except TRANSLATED as exc:
                 if not region_in_use(exc):

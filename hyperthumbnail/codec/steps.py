@@ -11,19 +11,35 @@ import numpy as np
 
 from ..interface import COEF_LIMIT
 from .images import DEFAULT_MAX_PIXELS, ImageError, check_size, crop_to, pad_to_multiple
-from .thumbnail import MAX_JPEG_SIDE, Thumbnail, ThumbnailError, read_thumbnail, thumbnail_size, write_thumbnail
+from .metadata import Metadata, MetadataError, check_rgb_profile, sanitize_exif
+from .thumbnail import (
+    MAX_JPEG_SIDE,
+    Thumbnail,
+    ThumbnailError,
+    read_metadata,
+    read_thumbnail,
+    thumbnail_size,
+    with_metadata,
+    write_thumbnail,
+)
 
 __all__ = [
     "DEFAULT_CALL_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "StepError",
+    "attach_metadata",
+    "attach_metadata_batch",
     "batch_slices",
     "check_positive",
     "check_table_scale",
+    "crop_batch",
+    "crop_image",
     "decode_thumbnail",
     "decode_thumbnail_batch",
     "encode_thumbnail",
     "encode_thumbnail_batch",
+    "metadata_batch",
+    "pad_photo",
     "postprocess",
     "postprocess_batch",
     "preprocess",
@@ -39,9 +55,13 @@ class StepError(ValueError):
 # ----------------------------------------------------------------------------- pixels
 
 
-def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
-               ) -> tuple[np.ndarray, tuple[int, int]]:
-    """HxWx3 uint8 RGB -> ((3, H', W') float32 in [0, 1] edge-padded to multiples of 8*scale, (W, H))."""
+def pad_photo(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+              ) -> tuple[np.ndarray, tuple[int, int]]:
+    """HxWx3 uint8 RGB, checked -> (HxWx3 uint8 edge-padded to multiples of 8*scale, (W, H)).
+
+    The tiled encoder (`runtime.tiling`) converts each tile to float itself: a whole 48 MP photo
+    in float32 CHW would be 580 MB.
+    """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise StepError(f"expected an HxWx3 RGB image, got shape {image.shape}")
@@ -55,10 +75,16 @@ def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_M
     if max(thumbnail_size((width, height), scale)) > MAX_JPEG_SIDE:  # refuse before the encoder runs
         raise StepError(f"image is {width}x{height}: its thumbnail at scale {scale} would exceed JPEG's "
                         f"{MAX_JPEG_SIDE}-pixel side limit")
-    padded = pad_to_multiple(image, 8 * scale)
+    return pad_to_multiple(image, 8 * scale), (width, height)
+
+
+def preprocess(image: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+               ) -> tuple[np.ndarray, tuple[int, int]]:
+    """HxWx3 uint8 RGB -> ((3, H', W') float32 in [0, 1] edge-padded to multiples of 8*scale, (W, H))."""
+    padded, size = pad_photo(image, scale, max_pixels)
     chw = np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32)
-    chw /= np.float32(255.0)
-    return chw, (width, height)
+    chw /= np.float32(255.0)  # runtime.tiling.encode_tiled converts its tiles the same way
+    return chw, size
 
 
 def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
@@ -76,6 +102,17 @@ def postprocess(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
     np.fmax(pixels, 0, out=pixels)  # fmax also maps NaN to 0
     np.minimum(pixels, 255, out=pixels)
     return np.ascontiguousarray(pixels.astype(np.uint8).transpose(1, 2, 0))
+
+
+def crop_image(image: np.ndarray, hr_size: tuple[int, int]) -> np.ndarray:
+    """Padded HxWx3 uint8 (a decoder that ends in uint8) -> exactly hr_size = (W, H), contiguous."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise StepError(f"expected a padded HxWx3 uint8 image, got {image.dtype} {image.shape}")
+    try:
+        return np.ascontiguousarray(crop_to(image, int(hr_size[0]), int(hr_size[1])))
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
 
 
 def check_positive(values: np.ndarray, batch: int, name: str) -> np.ndarray:
@@ -133,6 +170,26 @@ def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | No
     return thumb.coefficients.astype(np.int32), thumb.tables.astype(np.int32), tuple(thumb.hr_size)
 
 
+def attach_metadata(data: bytes, icc_profile: bytes | None, exif: bytes | None, hr_size: tuple[int, int]) -> bytes:
+    """The thumbnail with the ICC profile and EXIF a client sent along with the pixels (the
+    served ICC_PROFILE / EXIF inputs), checked and rewritten as `encode` does for a file: the
+    profile must be an RGB one, the EXIF gets Orientation 1 and the upright size."""
+    try:
+        icc_profile = check_rgb_profile(icc_profile) if icc_profile else None
+    except MetadataError as exc:
+        raise StepError(f"ICC_PROFILE: {exc}") from exc
+    try:
+        exif = sanitize_exif(exif, hr_size) if exif else None
+    except MetadataError as exc:
+        raise StepError(f"EXIF: {exc}") from exc
+    if icc_profile is None and exif is None:
+        return data
+    try:
+        return with_metadata(data, Metadata(icc_profile=icc_profile, exif=exif))
+    except ValueError as exc:
+        raise StepError(str(exc)) from exc
+
+
 # ----------------------------------------------------------------------------- batched (Triton tensors)
 
 DEFAULT_CALL_MAX_BYTES = 4 << 20  # input bytes per onnxruntime call: ~350k pixels for the encoder
@@ -171,6 +228,13 @@ def postprocess_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
     return _stack([postprocess(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
 
 
+def crop_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
+    """(B, H', W', 3) uint8 + (B, 2) sizes -> (B, H, W, 3) uint8 (all sizes in a request must agree)."""
+    if len(images) != len(hr_sizes):
+        raise StepError(f"{len(images)} images but {len(hr_sizes)} HR sizes")
+    return _stack([crop_image(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
+
+
 def encode_thumbnail_batch(quantized: np.ndarray, tables: np.ndarray, hr_sizes: np.ndarray, scale: int) -> np.ndarray:
     """(B, 3, 64, h, w), (B, 2, 64), (B, 2) -> (B, 1) object array of .jpg bytes."""
     if not len(quantized) == len(tables) == len(hr_sizes):
@@ -188,3 +252,36 @@ def decode_thumbnail_batch(thumbnails: np.ndarray, scale: int | None = None,
     decoded = [decode_thumbnail(item, scale, max_pixels) for item in items[:, 0]]
     quantized = _stack([d[0] for d in decoded], "thumbnails")
     return quantized, np.stack([d[1] for d in decoded]), np.array([d[2] for d in decoded], dtype=np.int32)
+
+
+def _optional_bytes(values: np.ndarray | None, batch: int, name: str) -> list[bytes | None]:
+    """A (B, 1) BYTES input as one bytes (or None: absent or empty) per batch item."""
+    if values is None:
+        return [None] * batch
+    items = np.asarray(values, dtype=np.object_).reshape(len(values), -1)
+    if items.shape != (batch, 1):
+        raise StepError(f"expected one {name} per batch item ({batch}), got shape {np.shape(values)}")
+    return [bytes(v) or None if isinstance(v, (bytes, bytearray, memoryview)) else None for v in items[:, 0]]
+
+
+def attach_metadata_batch(thumbnails: np.ndarray, icc_profiles: np.ndarray | None, exifs: np.ndarray | None,
+                          hr_sizes: np.ndarray) -> np.ndarray:
+    """(B, 1) .jpg bytes + optional (B, 1) ICC_PROFILE / EXIF bytes -> (B, 1) .jpg bytes with them."""
+    batch = len(thumbnails)
+    icc, exif = _optional_bytes(icc_profiles, batch, "ICC_PROFILE"), _optional_bytes(exifs, batch, "EXIF")
+    data = [attach_metadata(bytes(t), i, e, (int(s[0]), int(s[1])))
+            for t, i, e, s in zip(thumbnails[:, 0], icc, exif, hr_sizes)]
+    return np.array(data, dtype=np.object_).reshape(-1, 1)
+
+
+def metadata_batch(thumbnails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B, 1) .jpg bytes (already read by decode_thumbnail_batch) -> (B, 1) ICC profiles and
+    (B, 1) EXIF blocks, b"" where a thumbnail has none."""
+    items = np.asarray(thumbnails, dtype=np.object_).reshape(len(thumbnails), -1)[:, 0]
+    try:
+        found = [read_metadata(bytes(item)) for item in items]
+    except ThumbnailError as exc:
+        raise StepError(str(exc)) from exc
+    icc = np.array([m.icc_profile or b"" for m in found], dtype=np.object_).reshape(-1, 1)
+    exif = np.array([m.exif or b"" for m in found], dtype=np.object_).reshape(-1, 1)
+    return icc, exif

@@ -20,6 +20,15 @@ to come first after SOI. Payload, big-endian, 25 bytes:
 libjpeg only *warns* about corrupt or truncated entropy-coded data (it pads with zeros and
 returns garbage coefficients), so the CRC is what turns such damage into an error; covering the
 marker fields too means a changed HR size cannot go unnoticed either.
+
+Photo metadata (metadata.py) goes between the JFIF APP0 and our APP15: APP1 EXIF, APP1 XMP, APP2
+ICC chunks. It is outside the CRC, so tools that edit or strip metadata leave the file valid.
+
+A *stripped* thumbnail (every APPn removed, e.g. `jpegtran -copy none` or a CDN's optimiser;
+DCT coefficients untouched) still holds everything but the scale and the original size:
+`read_thumbnail(data, scale=4, hr_size=...)` reads it (without `hr_size`: the thumbnail size
+times the scale). There is no CRC to check then, so a JPEG whose quantization tables are
+libjpeg's standard quality tables, i.e. re-encoded pixels, is refused.
 """
 from __future__ import annotations
 
@@ -30,12 +39,13 @@ import struct
 import tempfile
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jpeglib
 import numpy as np
 
 from ..interface import COEF_LIMIT
+from .metadata import EXIF_HEADER, ICC_HEADER, XMP_HEADER, Metadata, MetadataError, icc_from_chunks, icc_segments
 
 __all__ = [
     "DEFAULT_MAX_HR_PIXELS",
@@ -43,9 +53,12 @@ __all__ = [
     "SUPPORTED_SCALES",
     "Thumbnail",
     "ThumbnailError",
+    "read_metadata",
     "read_thumbnail",
+    "restore_marker",
     "scan_bytes",
     "thumbnail_size",
+    "with_metadata",
     "write_thumbnail",
 ]
 
@@ -63,6 +76,7 @@ _MAX_DC_DIFF = 2047
 MAX_JPEG_SIDE = 65535  # 16-bit size fields in SOF: the largest thumbnail side
 _MAX_HEADER_SEGMENTS = 32  # jpeglib keeps at most 50 APPn/COM markers in fixed C arrays
 
+_APP0, _APP1, _APP2 = 0xE0, 0xE1, 0xE2
 _SOI, _EOI, _SOS, _DQT = 0xD8, 0xD9, 0xDA, 0xDB
 _SOF_CODES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # C4 DHT, C8 JPG, CC DAC
 _PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
@@ -87,12 +101,14 @@ class Thumbnail:
     tables: uint8 (2, 64) natural order; row 0 luma, row 1 chroma (shared by Cb and Cr).
     scale: HR-to-thumbnail factor (2 or 4).
     hr_size: (width, height) of the original HR image.
+    metadata: ICC profile, EXIF and XMP of the photo (written as APP2/APP1 segments).
     """
 
     coefficients: np.ndarray
     tables: np.ndarray
     scale: int
     hr_size: tuple[int, int]
+    metadata: Metadata = field(default_factory=Metadata)
 
 
 def thumbnail_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
@@ -184,7 +200,59 @@ def write_thumbnail(thumb: Thumbnail) -> bytes:
     ours = [s for s in segments if s.code == _APP15 and s.payload.startswith(MARKER_TAG)]
     marker_end = ours[0].end
     data[marker_end - 4:marker_end] = _checksum(payload, data[marker_end:]).to_bytes(4, "big")
-    return bytes(data)
+    return with_metadata(data, thumb.metadata) if thumb.metadata else bytes(data)
+
+
+def with_metadata(data: bytes, metadata: Metadata) -> bytes:
+    """The thumbnail (or any JPEG) `data` with its EXIF, XMP and ICC segments replaced by
+    `metadata`'s, placed after the JFIF APP0 (or SOI). Pixels, marker and CRC are untouched.
+
+    Raises ThumbnailError if `data` is not a readable JPEG header, ValueError if the metadata
+    does not fit in JPEG segments.
+    """
+    data = bytes(data)
+    segments, _ = _header_segments(data)
+    new = _metadata_segments(metadata)
+    out, pos = [data[:2]], 2
+    for i, segment in enumerate(segments):
+        if new is not None and not (i == 0 and segment.code == _APP0):
+            out.append(new)  # right after APP0, or after SOI when there is no APP0
+            new = None
+        if not _is_metadata(segment):
+            out.append(data[pos:segment.end])  # fill bytes before a marker travel with it
+        pos = segment.end
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def _is_metadata(segment: _Segment) -> bool:
+    if segment.code == _APP1:
+        return segment.payload.startswith(EXIF_HEADER) or segment.payload.startswith(XMP_HEADER)
+    return segment.code == _APP2 and segment.payload.startswith(ICC_HEADER)
+
+
+def _segment(code: int, payload: bytes) -> bytes:
+    return bytes((0xFF, code)) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _metadata_segments(metadata: Metadata) -> bytes:
+    """APP1 EXIF, APP1 XMP, APP2 ICC chunks: the order cameras and Pillow use after JFIF."""
+    try:
+        icc = icc_segments(metadata.icc_profile or b"")
+    except MetadataError as exc:
+        raise ValueError(str(exc)) from exc
+    out = []
+    if metadata.exif:
+        exif = metadata.exif if metadata.exif.startswith(EXIF_HEADER) else EXIF_HEADER + metadata.exif
+        if len(exif) > 65533:
+            raise ValueError(f"the EXIF data is {len(exif)} bytes, more than one APP1 segment holds")
+        out.append(_segment(_APP1, exif))
+    if metadata.xmp:
+        if len(XMP_HEADER) + len(metadata.xmp) > 65533:
+            raise ValueError(f"the XMP packet is {len(metadata.xmp)} bytes, more than one APP1 segment holds")
+        out.append(_segment(_APP1, XMP_HEADER + metadata.xmp))
+    out += [_segment(_APP2, chunk) for chunk in icc]
+    return b"".join(out)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -234,13 +302,18 @@ def _header_segments(data: bytes | bytearray) -> tuple[list[_Segment], int]:
         pos = end
 
 
-def _parse_marker(segments: list[_Segment], max_hr_pixels: int) -> tuple[_Segment, int, int, int]:
-    """Validate our APP15 segment; return (segment, scale, width, height)."""
+MISSING_MARKER = ("not a HyperThumbnail file: the APP15 'HYPERTHUMB' marker is missing. If it is a "
+                  "HyperThumbnail whose metadata was stripped (jpegtran -copy none, a CDN), decode it "
+                  "with --scale 4 (or 2) and --size WxH (the original size; default: the thumbnail "
+                  "size times the scale); if it is an ordinary JPEG, make a HyperThumbnail from the "
+                  "photo with `hyperthumbnail encode` first")
+
+
+def _parse_marker(segments: list[_Segment], max_hr_pixels: int) -> tuple[_Segment, int, int, int] | None:
+    """Validate our APP15 segment; return (segment, scale, width, height), None if there is none."""
     ours = [s for s in segments if s.code == _APP15 and s.payload.startswith(MARKER_TAG)]
     if not ours:
-        raise ThumbnailError("not a HyperThumbnail file: the APP15 'HYPERTHUMB' marker is missing, so this "
-                             "is an ordinary JPEG; make a HyperThumbnail from the photo with "
-                             "`hyperthumbnail encode` first")
+        return None
     if len(ours) > 1:
         raise ThumbnailError("corrupt HyperThumbnail file: more than one HYPERTHUMB marker")
     payload = ours[0].payload
@@ -259,14 +332,80 @@ def _parse_marker(segments: list[_Segment], max_hr_pixels: int) -> tuple[_Segmen
                              f"{SUPPORTED_SCALES}")
     if width < 1 or height < 1:
         raise ThumbnailError(f"corrupt HyperThumbnail marker: HR size {width}x{height}")
-    if width * height > max_hr_pixels:
-        raise ThumbnailError(f"declared HR size {width}x{height} ({width * height} pixels) exceeds "
-                             f"the limit of {max_hr_pixels} pixels")
+    _check_hr_pixels(width, height, max_hr_pixels)
     return ours[0], scale, width, height
 
 
-def _check_frame(segments: list[_Segment], expected_size: tuple[int, int]) -> None:
-    """Baseline, 8-bit, 3 components at 4:4:4, one interleaved scan, size as the marker says."""
+def _check_hr_pixels(width: int, height: int, max_hr_pixels: int) -> None:
+    if width * height > max_hr_pixels:
+        raise ThumbnailError(f"declared HR size {width}x{height} ({width * height} pixels) exceeds "
+                             f"the limit of {max_hr_pixels} pixels")
+
+
+def _frame_size(segments: list[_Segment]) -> tuple[int, int]:
+    """(width, height) from the frame header (checked in full by _check_frame)."""
+    frames = [s for s in segments if s.code in _SOF_CODES]
+    if len(frames) != 1 or len(frames[0].payload) < 5:
+        raise ThumbnailError(f"corrupt JPEG: expected one frame header (SOF), found {len(frames)}")
+    p = frames[0].payload
+    return int.from_bytes(p[3:5], "big"), int.from_bytes(p[1:3], "big")
+
+
+def _stripped_geometry(segments: list[_Segment], scale: int | None, hr_size: tuple[int, int] | None,
+                       max_hr_pixels: int) -> tuple[int, tuple[int, int]]:
+    """(scale, HR size) of a thumbnail without our marker, from what the caller says."""
+    if scale is None:
+        raise ThumbnailError(MISSING_MARKER)
+    if scale not in SUPPORTED_SCALES:
+        raise ThumbnailError(f"--scale {scale} is not one of {SUPPORTED_SCALES}")
+    width, height = _frame_size(segments)
+    if width < 1 or height < 1:
+        raise ThumbnailError(f"corrupt JPEG: frame size {width}x{height}")
+    if hr_size is None:
+        hr_size = (width * scale, height * scale)
+    elif thumbnail_size(hr_size, scale) != (width, height):
+        expected = thumbnail_size(hr_size, scale)
+        raise ThumbnailError(f"--size {hr_size[0]}x{hr_size[1]} at --scale {scale} means a "
+                             f"{expected[0]}x{expected[1]} thumbnail, but this JPEG is {width}x{height}")
+    _check_hr_pixels(*hr_size, max_hr_pixels)
+    return scale, hr_size
+
+
+def _metadata(segments: list[_Segment]) -> Metadata:
+    """ICC profile (APP2 chunks), EXIF and XMP (first APP1 of each kind) in the header."""
+    exif = next((s.payload for s in segments if s.code == _APP1 and s.payload.startswith(EXIF_HEADER)), None)
+    xmp = next((s.payload[len(XMP_HEADER):] for s in segments
+                if s.code == _APP1 and s.payload.startswith(XMP_HEADER)), None)
+    try:
+        icc = icc_from_chunks([s.payload for s in segments if s.code == _APP2 and s.payload.startswith(ICC_HEADER)])
+    except MetadataError as exc:
+        raise ThumbnailError(f"{exc} (metadata can be removed with `jpegtran -copy none`; the image "
+                             "then decodes with --scale and --size)") from exc
+    return Metadata(icc_profile=icc, exif=exif, xmp=xmp)
+
+
+# libjpeg's standard tables (ITU-T T.81 K.1), natural order, which it scales by quality.
+_IJG_LUMA = np.array([
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+_IJG_CHROMA = np.array([17, 18, 24, 47] + [99] * 4 + [18, 21, 26, 66] + [99] * 4 + [24, 26, 56] + [99] * 5
+                       + [47, 66] + [99] * 6 + [99] * 32)
+
+
+def _ijg_quality(tables: np.ndarray) -> int | None:
+    """The libjpeg quality (1-100) whose standard tables these are, or None."""
+    for quality in range(1, 101):
+        factor = 5000 // quality if quality < 50 else 200 - 2 * quality
+        expected = [np.clip((t * factor + 50) // 100, 1, 255) for t in (_IJG_LUMA, _IJG_CHROMA)]
+        if np.array_equal(tables[0], expected[0]) and np.array_equal(tables[1], expected[1]):
+            return quality
+    return None
+
+
+def _check_frame(segments: list[_Segment], expected_size: tuple[int, int],
+                 source: str = "the marker") -> None:
+    """Baseline, 8-bit, 3 components at 4:4:4, one interleaved scan, size as `source` says."""
     frames = [s for s in segments if s.code in _SOF_CODES]
     if len(frames) != 1:
         raise ThumbnailError(f"corrupt JPEG: expected one frame header (SOF), found {len(frames)}")
@@ -287,9 +426,11 @@ def _check_frame(segments: list[_Segment], expected_size: tuple[int, int]) -> No
     sampling = [p[7 + 3 * i] for i in range(3)]
     if any(s != 0x11 for s in sampling):
         factors = ", ".join(f"{s >> 4}x{s & 15}" for s in sampling)
-        raise ThumbnailError(f"chroma subsampling is not 4:4:4 (sampling factors {factors})")
+        raise ThumbnailError(f"chroma subsampling is not 4:4:4 (sampling factors {factors}): a "
+                             "HyperThumbnail is always 4:4:4, so this JPEG was re-encoded or is an "
+                             "ordinary one")
     if (width, height) != expected_size:
-        raise ThumbnailError(f"JPEG size {width}x{height} does not match the marker "
+        raise ThumbnailError(f"JPEG size {width}x{height} does not match {source} "
                              f"(expected {expected_size[0]}x{expected_size[1]})")
     table_ids = [p[8 + 3 * i] for i in range(3)]
     if table_ids[1] != table_ids[2]:
@@ -333,23 +474,41 @@ def _scan_end(data: bytes, start: int, num_blocks: int) -> int:
     return match.end()
 
 
-def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS) -> Thumbnail:
+def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scale: int | None = None,
+                   hr_size: tuple[int, int] | None = None) -> Thumbnail:
     """Parse and validate thumbnail bytes; raise ThumbnailError naming any problem.
 
     Headers, sizes (against `max_hr_pixels`, and against the amount of image data actually
     present) and the checksum are checked before libjpeg sees anything, so hostile input fails
     fast and libjpeg's whole-image allocation stays bounded.
+
+    `scale` and `hr_size` (width, height) are for a thumbnail whose APP segments were stripped:
+    they stand in for the marker (hr_size defaults to the thumbnail size times the scale). If
+    the marker is there, they must agree with it.
     """
     data = bytes(data)
     segments, scan_start = _header_segments(data)
-    marker, scale, width, height = _parse_marker(segments, max_hr_pixels)
-    hr_size = (width, height)
-    _check_frame(segments, thumbnail_size(hr_size, scale))
+    parsed = _parse_marker(segments, max_hr_pixels)
+    if parsed is None:
+        scale, hr_size = _stripped_geometry(segments, scale, hr_size, max_hr_pixels)
+        _check_frame(segments, thumbnail_size(hr_size, scale), "--size/--scale")
+    else:
+        marker, marked_scale, width, height = parsed
+        if scale is not None and scale != marked_scale:
+            raise ThumbnailError(f"--scale {scale} disagrees with the thumbnail's marker (scale {marked_scale})")
+        if hr_size is not None and tuple(hr_size) != (width, height):
+            raise ThumbnailError(f"--size {hr_size[0]}x{hr_size[1]} disagrees with the thumbnail's "
+                                 f"marker (size {width}x{height})")
+        scale, hr_size = marked_scale, (width, height)
+        _check_frame(segments, thumbnail_size(hr_size, scale))
     rows, cols = _block_grid(hr_size, scale)
     end = _scan_end(data, scan_start, 3 * rows * cols)
-    stored_crc = int.from_bytes(marker.payload[_CRC_OFFSET:], "big")
-    if _checksum(marker.payload, data[marker.end:end]) != stored_crc:
-        raise ThumbnailError("checksum mismatch: the thumbnail is corrupt or was modified")
+    if parsed is not None:
+        stored_crc = int.from_bytes(marker.payload[_CRC_OFFSET:], "big")
+        if _checksum(marker.payload, data[marker.end:end]) != stored_crc:
+            raise ThumbnailError("checksum mismatch: the thumbnail is corrupt or was modified "
+                                 "(re-encoding changes it too)")
+    metadata = _metadata(segments)
 
     with tempfile.TemporaryDirectory(prefix="hyperthumb-") as tmp:
         path = os.path.join(tmp, "thumbnail.jpg")
@@ -369,12 +528,40 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS) -> T
     tables = np.stack([jpeg.qt[jpeg.quant_tbl_no[0]], jpeg.qt[jpeg.quant_tbl_no[1]]]).reshape(2, 64)
     if tables.min() < 1:
         raise ThumbnailError("corrupt JPEG: quantization table contains 0")
+    quality = _ijg_quality(tables) if parsed is None else None
+    if quality is not None:
+        raise ThumbnailError(f"the quantization tables are libjpeg's standard quality-{quality} tables: "
+                             "this JPEG was re-encoded (or is an ordinary JPEG), so its coefficients are "
+                             "not the encoder's; decode the original thumbnail")
     return Thumbnail(
         coefficients=np.ascontiguousarray(coefficients, dtype=np.int16),
         tables=tables.astype(np.uint8),
         scale=scale,
         hr_size=hr_size,
+        metadata=metadata,
     )
+
+
+def read_metadata(data: bytes) -> Metadata:
+    """The ICC profile, EXIF and XMP in a JPEG's header, without decoding anything else.
+    Raises ThumbnailError if the header is unreadable or the ICC chunks do not add up."""
+    return _metadata(_header_segments(bytes(data))[0])
+
+
+def restore_marker(data: bytes, scale: int, hr_size: tuple[int, int] | None = None,
+                   max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS) -> bytes:
+    """A stripped thumbnail (no APP15 marker) as a complete one: the same coefficients and tables
+    with the marker and CRC written again, so every decoder path (in-process, SDK, server) takes it
+    and rebuilds exactly the pixels of the unstripped file. A file that still has its marker is
+    returned as it is (after checking `scale`/`hr_size` agree with it). Raises ThumbnailError.
+    """
+    thumb = read_thumbnail(data, max_hr_pixels=max_hr_pixels, scale=scale, hr_size=hr_size)
+    if _parse_marker(_header_segments(bytes(data))[0], max_hr_pixels) is not None:
+        return bytes(data)
+    try:
+        return write_thumbnail(thumb)
+    except ValueError as exc:  # coefficients libjpeg read but baseline Huffman cannot code
+        raise ThumbnailError(f"cannot rebuild the thumbnail: {exc}") from exc
 
 
 def scan_bytes(jpeg: bytes) -> int:

@@ -29,6 +29,10 @@ from ..model.dct import image_to_coefficients
 
 DEFAULT_OPSET = 18  # the torch.export exporter's native opset; TensorRT 10 parses up to 22
 GRAPH_NAMES = ("encoder", "qpm", "decoder")
+# The decoder split in two for tiling (runtime/tiling.py): the coefficient branch has a receptive
+# field of ~35 blocks, the body only ~36 LR pixels, so only the body is tiled. Both end as the
+# deployed image does: uint8 HWC (clamp, x255, round half to even inside the graph).
+SPLIT_DECODER_NAMES = ("decoder_features", "decoder_body")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -59,6 +63,18 @@ GRAPH_IO: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] = {
     "decoder": (
         (TensorSpec("quantized", "int32", _COEF_SHAPE), TensorSpec("tables", "int32", _TABLES_SHAPE)),
         (TensorSpec("image", "float32", ("batch", 3, "out_height", "out_width")),),
+    ),
+    "decoder_u8": (
+        (TensorSpec("quantized", "int32", _COEF_SHAPE), TensorSpec("tables", "int32", _TABLES_SHAPE)),
+        (TensorSpec("image", "uint8", ("batch", "out_height", "out_width", 3)),),
+    ),
+    "decoder_features": (
+        (TensorSpec("quantized", "int32", _COEF_SHAPE), TensorSpec("tables", "int32", _TABLES_SHAPE)),
+        (TensorSpec("features", "float32", ("batch", "feature_channels", "lr_height", "lr_width")),),
+    ),
+    "decoder_body": (
+        (TensorSpec("features", "float32", ("batch", "feature_channels", "lr_height", "lr_width")),),
+        (TensorSpec("image", "uint8", ("batch", "out_height", "out_width", 3)),),
     ),
 }
 
@@ -101,6 +117,48 @@ class DecoderGraph(nn.Module):
         return self.model.decode(quantized, tables)
 
 
+def to_uint8_hwc(image: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) in [0,1] (already clamped) -> (B,H,W,3) uint8: x255, round half to even.
+
+    The same float32 arithmetic as `steps.postprocess` (multiply, rint), so pixels are equal.
+    """
+    return torch.round(image * 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+class DecoderU8Graph(nn.Module):
+    """quantized (int32) + tables (int32) -> HR image, uint8 HWC (no float HR image leaves)."""
+
+    def __init__(self, model: HyperThumbnail):
+        super().__init__()
+        self.model = model
+
+    def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        return to_uint8_hwc(self.model.decode(quantized, tables))
+
+
+class DecoderFeaturesGraph(nn.Module):
+    """quantized + tables -> the decoder body's input at LR: [JPEG thumbnail (3), coefficient
+    branch (coef_feats)] (B, 3 + coef_feats, 8h, 8w)."""
+
+    def __init__(self, model: HyperThumbnail):
+        super().__init__()
+        self.model = model
+
+    def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        return self.model.decoder.features(quantized.float(), tables.float())
+
+
+class DecoderBodyGraph(nn.Module):
+    """LR features (any crop of them) -> HR image uint8 HWC of that crop."""
+
+    def __init__(self, model: HyperThumbnail):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return to_uint8_hwc(self.model.decoder.body_from_features(features).clamp(0.0, 1.0))
+
+
 def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...]:
     """Batch 2 and a 5x4 block grid: sizes 0/1 would be specialised away by torch.export."""
     grid_h, grid_w = 5, 4
@@ -113,15 +171,23 @@ def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...
     if name == "qpm":
         return coefficients.to(device), torch.ones(2, device=device)
     q, tables = model.encode(image.to(device))
+    if name == "decoder_body":
+        return (model.decoder.features(q.float(), tables.float()),)
     return q.to(torch.int32), tables.to(torch.int32)
+
+
+# Named in the specs but fixed by the model's config (3 + coef_feats), not by the input.
+_MODEL_FIXED_DIMS = frozenset({"feature_channels"})
 
 
 def _dynamic_shapes(name: str) -> dict[str, dict[int, str]]:
     inputs, _ = GRAPH_IO[name]
-    return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in inputs}
+    return {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str) and d not in _MODEL_FIXED_DIMS}
+            for t in inputs}
 
 
-_GRAPH_MODULES = {"encoder": EncoderGraph, "qpm": QPMGraph, "decoder": DecoderGraph}
+_GRAPH_MODULES = {"encoder": EncoderGraph, "qpm": QPMGraph, "decoder": DecoderGraph, "decoder_u8": DecoderU8Graph,
+                  "decoder_features": DecoderFeaturesGraph, "decoder_body": DecoderBodyGraph}
 
 
 @contextlib.contextmanager
@@ -167,7 +233,7 @@ def validate_onnx(path: str | Path) -> None:
 def export_graph(model: HyperThumbnail, name: str, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
     """Export one of `GRAPH_NAMES` to `path` and validate it."""
     if name not in _GRAPH_MODULES:
-        raise ValueError(f"unknown graph {name!r}; expected one of {GRAPH_NAMES}")
+        raise ValueError(f"unknown graph {name!r}; expected one of {tuple(_GRAPH_MODULES)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs, outputs = GRAPH_IO[name]

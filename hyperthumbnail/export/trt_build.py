@@ -160,7 +160,10 @@ def build_plans(onnx_dir: str | Path, out_dir: str | Path | None = None, scale: 
     plans = {}
     for name in GRAPH_NAMES:
         exact = name == "qpm"  # rounds to integers: full fp32, see the module docstring
-        plans[name] = build_plan(onnx_dir / f"{name}.onnx", out_dir / f"{name}.plan", profiles[name],
+        source = onnx_dir / f"{name}.onnx"
+        if name == "decoder" and (onnx_dir / "decoder_u8.onnx").is_file():
+            source = onnx_dir / "decoder_u8.onnx"  # what the served decoder is: it ends in uint8 HWC
+        plans[name] = build_plan(source, out_dir / f"{name}.plan", profiles[name],
                                  fp16=fp16 and not exact, tf32=not exact)
     return plans
 

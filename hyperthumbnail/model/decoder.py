@@ -32,11 +32,20 @@ class Decoder(nn.Module):
         """What a JPEG viewer shows (before clamping): (B,3,8h,8w) in ~[0,1]."""
         return coefficients_to_image(q * expand_tables(tables))
 
-    def forward(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        """q: (B,3,64,h,w) quantized coefficients (float), tables: (B,2,64) -> (B,3,8hs,8ws)."""
+    def features(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """The body's input at LR: [JPEG thumbnail clamped to [0,1] (3 ch), coefficient branch]."""
         coef = q * expand_tables(tables)
         b, _, _, h, w = coef.shape
         lr = coefficients_to_image(coef).clamp(0.0, 1.0)  # a JPEG decoder clamps too
         freq = self.coef_branch(coef.reshape(b, 192, h, w) * COEF_BRANCH_INPUT_SCALE) / 10.0
-        up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return up + self.body(torch.cat([lr, freq], dim=1))
+        return torch.cat([lr, freq], dim=1)
+
+    def body_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """`features` (or any crop of them) -> HR RGB (not clamped). Each output pixel depends
+        on features within ~36 LR pixels only, so crops with that margin tile exactly."""
+        up = F.interpolate(features[:, :3], scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return up + self.body(features)
+
+    def forward(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """q: (B,3,64,h,w) quantized coefficients (float), tables: (B,2,64) -> (B,3,8hs,8ws)."""
+        return self.body_from_features(self.features(q, tables))

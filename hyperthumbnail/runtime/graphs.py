@@ -1,21 +1,46 @@
-"""A weights file's three exported graphs (encoder, QPM, decoder), exported once into a cache
-keyed by the weights' and the export code's content hashes, and loaded into runners."""
+"""A weights file's exported graphs: exported once into a cache keyed by the weights' and the
+export code's content hashes, and run as one set (`Graphs`) by one runtime at chosen precisions,
+with tiling.
+
+`Graphs` is the single place where the neural steps run for the in-process pipeline and for the
+embedded server's Python-backend models alike, so a thumbnail made by either is the same bytes
+on the same machine (the encoder's float rounding decides the coefficients: the runtime and the
+precision must match too).
+
+Graphs: encoder (tiled), qpm (image-wide), decoder_features (image-wide, block resolution),
+decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not tiled.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..weights import file_sha256
 from .onnx import OnnxRunner
+from .openvino import cpu_has_native_bf16
+from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions, make_runner
+from .tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
 
-__all__ = ["graph_cache_dir", "load_onnx_graphs"]
+__all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
+           "graph_precisions", "load_onnx_graphs", "make_runner"]
+
+
+def export_code_hash() -> str:
+    """`export.onnx_export.export_code_hash` without importing the exporter (torch, onnx: seconds
+    at every CLI start); tests/test_runtime_openvino.py checks the two agree."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted([*(package / "model").glob("*.py"), package / "export" / "onnx_export.py"]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def graph_cache_dir(weights: Path) -> Path:
     """Exported graphs are cached per weights file and export code (by content hashes)."""
-    from ..export.onnx_export import export_code_hash
-
     root = Path(os.environ.get("HYPERTHUMBNAIL_CACHE", Path.home() / ".cache" / "hyperthumbnail"))
     return root / "onnx" / f"{file_sha256(weights)[:16]}-{export_code_hash()[:8]}"
 
@@ -29,3 +54,89 @@ def load_onnx_graphs(weights: Path, threads: int = 0) -> tuple[dict[str, OnnxRun
         export_onnx(weights, cache)
     graphs = {n: OnnxRunner(cache / f"{n}.onnx", intra_op_threads=threads) for n in GRAPH_NAMES}
     return graphs, int(json.loads((cache / "manifest.json").read_text())["scale"])
+
+
+def load_graphs(weights: Path, runtime: str = "openvino", precision: str = "auto", threads: int = 0,
+                tile_pixels: int | None = DEFAULT_TILE_PIXELS) -> Graphs:
+    """The graph set of a weights file, exported into its cache on first use (~1 min)."""
+    cache = graph_cache_dir(weights)
+    if not (cache / "manifest.json").is_file():
+        from ..export.onnx_export import load_export_model, write_manifest
+
+        model, sha = load_export_model(weights)
+        export_graphs(model, cache, model.scale)
+        write_manifest(model, cache, weights_sha256=sha)
+    else:
+        export_graphs(weights, cache, int(json.loads((cache / "manifest.json").read_text())["scale"]))
+    scale = int(json.loads((cache / "manifest.json").read_text())["scale"])
+    return Graphs(cache, scale, runtime, precision, threads, tile_pixels)
+
+
+class _LazyRunners(dict):
+    """Runners made on first use: a decode never loads (compiles) the encoder, nor an encode the
+    decoder (seconds of every CLI start, and their memory)."""
+
+    def __init__(self, make):
+        super().__init__()
+        self._make = make
+
+    def __missing__(self, name: str):
+        if name not in GRAPH_FILES:
+            raise KeyError(name)
+        self[name] = runner = self._make(name)
+        return runner
+
+
+class Graphs:
+    """encoder / qpm / decoder of one exported graph directory, ready to run."""
+
+    def __init__(self, graph_dir: str | Path, scale: int, runtime: str = "openvino", precision: str = "auto",
+                 threads: int = 0, tile_pixels: int | None = DEFAULT_TILE_PIXELS):
+        self.dir = Path(graph_dir)
+        self.scale = int(scale)
+        self.runtime = runtime
+        self.precisions = graph_precisions(runtime, precision)
+        self.tile_pixels = tile_pixels
+        for name in GRAPH_FILES:
+            if not (self.dir / f"{name}.onnx").is_file():
+                raise FileNotFoundError(f"graph not found: {self.dir / f'{name}.onnx'}")
+        self.runners = _LazyRunners(lambda name: make_runner(self.dir / f"{name}.onnx", runtime,
+                                                             self.precisions[name], threads))
+
+    def describe(self) -> str:
+        """e.g. 'openvino (encoder bf16, qpm f32, ...)', for logs and benchmark records."""
+        native = "native bf16" if cpu_has_native_bf16() else "no native bf16"
+        return f"{self.runtime} ({', '.join(f'{k} {v}' for k, v in self.precisions.items())}; {native})"
+
+    def coefficients(self, padded: np.ndarray) -> np.ndarray:
+        """Padded HR uint8 HxWx3 -> unquantized coefficients (3, 64, h, w) float32 (tiled)."""
+        encoder = self.runners["encoder"]
+        return encode_tiled(lambda image: encoder.run({"image": image})["coefficients"], padded, self.scale,
+                            self.tile_pixels)
+
+    def quantize(self, coefficients: np.ndarray, table_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """-> (quantized int32 (3, 64, h, w), tables int32 (2, 64)); the tables see the whole image."""
+        out = self.runners["qpm"].run({"coefficients": coefficients[None],
+                                       "table_scale": np.array([table_scale], np.float32)})
+        return out["quantized"][0], out["tables"][0]
+
+    def reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
+        """Quantized coefficients + tables -> padded HR uint8 (8hs, 8ws, 3) (body tiled)."""
+        features = self.runners["decoder_features"].run({"quantized": quantized[None], "tables": tables[None]})
+        body = self.runners["decoder_body"]
+        return decode_body_tiled(lambda f: body.run({"features": f})["image"], features["features"][0],
+                                 self.scale, self.tile_pixels)
+
+
+def export_graphs(weights: str | Path | None, out_dir: str | Path, scale: int,
+                  names: tuple[str, ...] = GRAPH_FILES) -> Path:
+    """Export the graph files `Graphs` needs (or `names`), those missing, into `out_dir`."""
+    from ..export.onnx_export import export_graph, load_export_model
+
+    out_dir = Path(out_dir)
+    missing = [name for name in names if not (out_dir / f"{name}.onnx").is_file()]
+    if missing:
+        model, _ = load_export_model(weights, scale)
+        for name in missing:
+            export_graph(model, name, out_dir / f"{name}.onnx")
+    return out_dir

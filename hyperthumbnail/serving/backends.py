@@ -21,7 +21,8 @@ import triton_python_backend_utils as pb_utils
 from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
-from ..runtime.onnx import OnnxRunner
+from ..runtime.select import graph_precisions, make_runner
+from ..runtime.tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
 
 
 class _PythonModel:
@@ -101,25 +102,30 @@ class PreprocessModel(_PythonModel):
 
 
 class PostprocessModel(_PythonModel):
-    """IMAGE_F32 (B, 3, H', W') + HR_SIZE (B, 2) -> IMAGE uint8 (B, H, W, 3) cropped to (W, H)."""
+    """IMAGE_PADDED uint8 (B, H', W', 3) + HR_SIZE (B, 2) -> IMAGE uint8 (B, H, W, 3) cropped to (W, H)."""
 
     def run(self, inputs):
-        return {"IMAGE": steps.postprocess_batch(inputs["IMAGE_F32"], inputs["HR_SIZE"])}
+        return {"IMAGE": steps.crop_batch(inputs["IMAGE_PADDED"], inputs["HR_SIZE"])}
 
 
 class JpegEncodeModel(_PythonModel):
-    """QUANTIZED int32 + TABLES int32 + HR_SIZE -> THUMBNAIL (B, 1) .jpg bytes (Huffman coding)."""
+    """QUANTIZED int32 + TABLES int32 + HR_SIZE [+ ICC_PROFILE, EXIF (B, 1) bytes] -> THUMBNAIL (B, 1)
+    .jpg bytes (Huffman coding; the metadata as APP2/APP1 segments)."""
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
 
     def run(self, inputs):
-        return {"THUMBNAIL": steps.encode_thumbnail_batch(inputs["QUANTIZED"], inputs["TABLES"],
-                                                          inputs["HR_SIZE"], self.scale)}
+        thumbnails = steps.encode_thumbnail_batch(inputs["QUANTIZED"], inputs["TABLES"], inputs["HR_SIZE"], self.scale)
+        if "ICC_PROFILE" in inputs or "EXIF" in inputs:  # optional: the photo's metadata
+            thumbnails = steps.attach_metadata_batch(thumbnails, inputs.get("ICC_PROFILE"), inputs.get("EXIF"),
+                                                     inputs["HR_SIZE"])
+        return {"THUMBNAIL": thumbnails}
 
 
 class JpegDecodeModel(_PythonModel):
-    """THUMBNAIL (B, 1) .jpg bytes -> QUANTIZED int32, TABLES int32, HR_SIZE int32."""
+    """THUMBNAIL (B, 1) .jpg bytes -> QUANTIZED int32, TABLES int32, HR_SIZE int32, ICC_PROFILE and
+    EXIF (B, 1) bytes (b"" where the thumbnail has none)."""
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
@@ -127,7 +133,8 @@ class JpegDecodeModel(_PythonModel):
 
     def run(self, inputs):
         quantized, tables, hr_size = steps.decode_thumbnail_batch(inputs["THUMBNAIL"], self.scale, self.max_pixels)
-        return {"QUANTIZED": quantized, "TABLES": tables, "HR_SIZE": hr_size}
+        icc_profile, exif = steps.metadata_batch(inputs["THUMBNAIL"])
+        return {"QUANTIZED": quantized, "TABLES": tables, "HR_SIZE": hr_size, "ICC_PROFILE": icc_profile, "EXIF": exif}
 
 
 class EncodeAtBppModel(_PythonModel):
@@ -197,6 +204,39 @@ class EncodeAtBppModel(_PythonModel):
                 "BPP": np.array(rates, np.float32).reshape(-1, 1)}
 
 
+def graph_runner(model: _PythonModel, path: Path, graph: str):
+    """The runner for one graph file, as the config's `runtime` / `precision` parameters say
+    (default openvino / auto, like the in-process pipeline)."""
+    runtime = model.params.get("runtime") or "openvino"
+    precision = graph_precisions(runtime, model.params.get("precision") or "auto", names=(graph,))[graph]
+    return make_runner(path, runtime, precision, model.param_int("intra_op_threads", 0))
+
+
+class DecoderModel(_PythonModel):
+    """quantized + tables -> image uint8 (B, H', W', 3): `1/decoder_features.onnx` on the whole
+    thumbnail, `1/decoder_body.onnx` in tiles (`runtime.tiling`), one image at a time (a 6K image's
+    memory is the tile's, whatever the batch)."""
+
+    def setup(self) -> None:
+        paths = {name: self.version_dir / f"{name}.onnx" for name in ("decoder_features", "decoder_body")}
+        for path in paths.values():
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: build the repository with "
+                                        "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
+        self.features = graph_runner(self, paths["decoder_features"], "decoder_features")
+        self.body = graph_runner(self, paths["decoder_body"], "decoder_body")
+        self.scale = self.param_int("scale", 4)
+        self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
+
+    def run(self, inputs):
+        images = []
+        for quantized, tables in zip(inputs["quantized"], inputs["tables"]):
+            features = self.features.run({"quantized": quantized[None], "tables": tables[None]})["features"][0]
+            images.append(decode_body_tiled(lambda f: self.body.run({"features": f})["image"], features,
+                                            self.scale, self.tile_pixels))
+        return {"image": np.stack(images)}
+
+
 class OnnxModel(_PythonModel):
     """An exported graph (`1/model.onnx`) on onnxruntime; tensor names are the graph's.
 
@@ -212,13 +252,25 @@ class OnnxModel(_PythonModel):
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: build the repository with "
                                     "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
-        self.runner = OnnxRunner(path, intra_op_threads=self.param_int("intra_op_threads", 0))
+        self.runner = graph_runner(self, path, self.name)
         self.call_max_bytes = self.param_int("call_max_bytes", steps.DEFAULT_CALL_MAX_BYTES)
+        # The encoder runs large images in tiles (bit-exact, runtime.tiling): memory of one tile.
+        self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
+        self.scale = self.param_int("scale", 4)
+
+    def _run_one(self, inputs):
+        if self.name == "encoder" and self.tile_pixels is not None:
+            images = inputs["image"]
+            if images.shape[2] * images.shape[3] > self.tile_pixels:
+                run = lambda image: self.runner.run({"image": image})["coefficients"]  # noqa: E731
+                return {"coefficients": np.stack([encode_tiled(run, image, self.scale, self.tile_pixels)
+                                                  for image in images])}
+        return self.runner.run(inputs)
 
     def run(self, inputs):
         batch = len(next(iter(inputs.values())))
         item_bytes = sum(v.nbytes for v in inputs.values()) // max(1, batch)
-        parts = [self.runner.run({k: v[part] for k, v in inputs.items()})
+        parts = [self._run_one({k: v[part] for k, v in inputs.items()})
                  for part in steps.batch_slices(batch, item_bytes, self.call_max_bytes)]
         if len(parts) == 1:  # the usual case: no copy
             return {name: parts[0][name] for name in self.output_dtypes}

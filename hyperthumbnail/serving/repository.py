@@ -12,6 +12,8 @@ Targets:
 * `gpu`: for the NGC Triton container: the neural models become `platform: "onnxruntime_onnx"`
   (or `"tensorrt_plan"` where a plan is given) with KIND_GPU instances; the JPEG and pixel steps
   stay Python-backend models (they need `hyperthumbnail` installed in the container).
+* `openvino`: for CPU deployments in the NGC Triton container: the neural models run the same
+  ONNX graphs on Triton's own `openvino` backend (KIND_CPU); the other steps as for `gpu`.
 """
 from __future__ import annotations
 
@@ -29,13 +31,15 @@ from ..interface import ENCODE_AT_BPP_MODEL, ENCODE_MODEL, ENSEMBLES, MAX_BATCH,
 
 __all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_dir", "RepositoryError"]
 
-SCALED_MODELS = ("preprocess", "jpeg_encode", "jpeg_decode", ENCODE_AT_BPP_MODEL)  # carry a `scale` parameter
+# These configs carry a `scale` parameter.
+SCALED_MODELS = ("preprocess", "encoder", "jpeg_encode", "jpeg_decode", "decoder", ENCODE_AT_BPP_MODEL)
 STAMP_NAME = ".hyperthumbnail-build.json"
 DEFAULT_REPOSITORY = Path("build") / "model_repository"
 _PACKAGE = Path(__file__).resolve().parents[1]
 _IGNORED = shutil.ignore_patterns("*.onnx", "*.plan", "__pycache__", "*.pyc", ".gitkeep")
 
-Target = Literal["cpu", "gpu"]
+Target = Literal["cpu", "gpu", "openvino"]
+TARGETS = ("cpu", "gpu", "openvino")
 
 
 class RepositoryError(RuntimeError):
@@ -117,10 +121,21 @@ def read_stamp(repository: str | Path) -> dict | None:
         return None
 
 
-def _complete(repository: Path, plans: dict[str, Path]) -> bool:
+def _graph_files(name: str, target: str, plans: Mapping[str, Path]) -> dict[str, str]:
+    """File in `<name>/1/` -> exported graph. The CPU decoder is split for tiling; the native
+    backends (gpu, openvino) take the decoder that ends in uint8 as one graph."""
+    if name in plans:
+        return {"model.plan": name}
+    if name == "decoder":
+        if target == "cpu":
+            return {f"{graph}.onnx": graph for graph in ("decoder_features", "decoder_body")}
+        return {"model.onnx": "decoder_u8"}
+    return {"model.onnx": name}
+
+
+def _complete(repository: Path, plans: dict[str, Path], target: str = "cpu") -> bool:
     for name in NEURAL_MODELS:
-        graph = "model.plan" if name in plans else "model.onnx"
-        if not (repository / name / "1" / graph).is_file():
+        if not all((repository / name / "1" / f).is_file() for f in _graph_files(name, target, plans)):
             return False
     return all((repository / name / "config.pbtxt").is_file()
                for name in ENSEMBLES)
@@ -136,6 +151,8 @@ def build_repository(
     plan_max_batch: int | None = None,
     rebuild: bool = False,
     log=None,
+    runtime: str = "openvino",
+    precision: str = "auto",
 ) -> Path:
     """Build (or reuse) a model repository in `out_dir`; return its path.
 
@@ -147,10 +164,18 @@ def build_repository(
         default, `hyperthumbnail.export.trt_build.DEFAULT_MAX_BATCH`); it caps max_batch_size.
     rebuild: build even if the stamp says the repository is current.
     log: optional callable receiving one-line progress messages.
+    runtime, precision (cpu target): what the Python-backend models run the graphs with
+        (openvino/onnx, auto/f32/bf16); the in-process CLI with the same two gives the same bytes.
     """
-    if target not in ("cpu", "gpu"):
-        raise RepositoryError(f"target must be 'cpu' or 'gpu', got {target!r}")
-    if target == "cpu" and plans:
+    from ..runtime.select import graph_precisions
+
+    try:
+        graph_precisions(runtime, precision)
+    except ValueError as exc:
+        raise RepositoryError(str(exc)) from exc
+    if target not in TARGETS:
+        raise RepositoryError(f"target must be one of {', '.join(TARGETS)}; got {target!r}")
+    if target != "gpu" and plans:
         raise RepositoryError("TensorRT plans need the GPU target (--target gpu)")
     say = log or (lambda message: None)
     out_dir = Path(out_dir)
@@ -174,8 +199,9 @@ def build_repository(
         "code": export_code_hash(),
         "plans": {name: hashlib.sha256(p.read_bytes()).hexdigest() for name, p in sorted(plan_paths.items())},
         "plan_max_batch": plan_max_batch if plan_paths else None,
+        "runtime": [runtime, precision] if target == "cpu" else None,
     }
-    if not rebuild and read_stamp(out_dir) == stamp and _complete(out_dir, plan_paths):
+    if not rebuild and read_stamp(out_dir) == stamp and _complete(out_dir, plan_paths, target):
         say(f"model repository {out_dir} is up to date")
         return out_dir
 
@@ -196,10 +222,17 @@ def build_repository(
             config = staging / name / "config.pbtxt"
             config.write_text(set_parameter(config.read_text(), "scale", str(scale)))
         for name in NEURAL_MODELS:
-            say(f"exporting {name}.onnx")
-            export_graph(model, name, staging / name / "1" / "model.onnx")
+            for file, graph in _graph_files(name, target, {}).items():
+                say(f"exporting {graph}.onnx")
+                export_graph(model, graph, staging / name / "1" / file)
+            if target == "cpu":
+                config = staging / name / "config.pbtxt"
+                text = set_parameter(config.read_text(), "runtime", runtime)
+                config.write_text(set_parameter(text, "precision", precision))
             if target == "gpu":
                 _make_gpu_model(staging / name, plan_paths.get(name), plan_max_batch)
+            elif target == "openvino":
+                _make_openvino_model(staging / name)
         if plan_paths and plan_max_batch < MAX_BATCH:
             # An ensemble may not take larger batches than any of its steps.
             for name in ENSEMBLES:
@@ -240,6 +273,13 @@ def _make_gpu_model(model_dir: Path, plan: Path | None, plan_max_batch: int = 2)
         shutil.copyfile(plan, model_dir / "1" / "model.plan")
         (model_dir / "1" / "model.onnx").unlink()
     (model_dir / "config.pbtxt").write_text(config)
+    (model_dir / "1" / "model.py").unlink()
+    shutil.rmtree(model_dir / "configs")
+
+
+def _make_openvino_model(model_dir: Path) -> None:
+    """Python-onnxruntime wrapper -> the same ONNX graph on Triton's `openvino` backend (CPU)."""
+    (model_dir / "config.pbtxt").write_text((model_dir / "configs" / "openvino.pbtxt").read_text())
     (model_dir / "1" / "model.py").unlink()
     shutil.rmtree(model_dir / "configs")
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DEFAULT_EXIT_TIMEOUT_S", "DEFAULT_PORTS", "HEALTH_LIVE", "HEALTH_READY", "METRICS_PATH", "tritonserver_flags"]
+from ..interface import ADMIN_HEADER
+
+__all__ = ["DEFAULT_EXIT_TIMEOUT_S", "DEFAULT_PORTS", "HEALTH_LIVE", "HEALTH_READY", "METRICS_PATH", "RESTRICTED_APIS",
+           "restricted_api_flags", "tritonserver_flags"]
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
 DEFAULT_EXIT_TIMEOUT_S = 10  # drain time for in-flight requests on SIGINT/SIGTERM
@@ -40,3 +43,16 @@ def tritonserver_flags(model_repository: str | Path, *, host: str = "127.0.0.1",
     if not gpu:  # the wheel's server probes CUDA/DCGM; on a CPU machine that is just noise
         flags += ["--allow-gpu-metrics=false", "--pinned-memory-pool-byte-size=0", "--cuda-memory-pool-byte-size=0:0"]
     return flags
+
+
+# Behind the admin key: shared memory (any client could otherwise map an existing /dev/shm region by
+# name, the Python backend's own included), the model repository (load/unload is code execution),
+# logging and trace settings. Open: inference, health, metadata, model config, statistics, metrics.
+RESTRICTED_APIS = ("shared-memory", "model-repository", "logging", "trace")
+
+
+def restricted_api_flags(key: str) -> list[str]:
+    """Triton 2.51's `GROUPS:HEADER=VALUE` flags putting RESTRICTED_APIS behind `key` on HTTP and gRPC
+    (over gRPC the client sends the header with Triton's prefix: interface.GRPC_ADMIN_HEADER)."""
+    spec = f"{','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={key}"
+    return [f"--http-restricted-api={spec}", f"--grpc-restricted-protocol={spec}"]

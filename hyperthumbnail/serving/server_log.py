@@ -7,7 +7,8 @@ from collections.abc import Iterable
 __all__ = ["failure_reasons"]
 
 # Log lines that are errors on a CPU-only machine but harmless (the wheel's server probes CUDA).
-_BENIGN_ERRORS = ("CudaDriverHelper has not been initialized",)
+_BENIGN_ERRORS = ("CudaDriverHelper has not been initialized",
+                  "CUDA driver version is insufficient for CUDA runtime version")  # ensembles probe for a CUDA stream
 _GLOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [^\]]+\] (.*)$")
 
 _STATUS_PREFIX = re.compile(

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .object_store import is_remote
 from .server_flags import DEFAULT_EXIT_TIMEOUT_S, HEALTH_READY, tritonserver_flags
 from .server_log import failure_reasons
 from .server_runtime import TritonRuntime, TritonServerError, prepare_runtime
@@ -36,6 +37,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 class TritonServer:
     """One tritonserver process serving a model repository; use as a context manager.
+
+    `model_repository` is a local directory or an object-storage URI (`s3://...`, see object_store).
 
     >>> with TritonServer("build/model_repository", http_port=8000) as server:
     ...     print(server.http_url)
@@ -58,7 +61,9 @@ class TritonServer:
         exit_timeout: int = DEFAULT_EXIT_TIMEOUT_S,
         max_log_lines: int = 20000,
     ):
-        self.model_repository = Path(model_repository).resolve()
+        # A local directory, or a URI tritonserver reads itself (s3://, gs://, as://).
+        self.model_repository: Path | str = (str(model_repository) if is_remote(model_repository)
+                                             else Path(model_repository).resolve())
         self.host = host
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.extra_args = list(extra_args)
@@ -120,7 +125,7 @@ class TritonServer:
         """Start the process and block until every model is ready (or raise with the reason)."""
         if self.is_running():
             raise TritonServerError("server already running")
-        if not self.model_repository.is_dir():
+        if isinstance(self.model_repository, Path) and not self.model_repository.is_dir():
             raise TritonServerError(f"model repository {self.model_repository} does not exist")
         self._check_ports()
         if self.runtime is None:

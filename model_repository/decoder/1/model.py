@@ -1,6 +1,6 @@
-"""Triton Python model `decoder`: decoder.onnx (quantized coefficients + tables -> HR image) on onnxruntime (CPU).
+"""Triton Python model `decoder`: decoder_features.onnx + decoder_body.onnx (tiled) -> HR image uint8 (CPU).
 
-Kept thin on purpose: the logic is `hyperthumbnail.serving.backends.OnnxModel`, shared with the
-in-process pipeline.
+Kept thin on purpose: the logic is `hyperthumbnail.serving.backends.DecoderModel`, shared with the
+in-process pipeline (`hyperthumbnail.runtime.graphs`).
 """
-from hyperthumbnail.serving.backends import OnnxModel as TritonPythonModel  # noqa: F401
+from hyperthumbnail.serving.backends import DecoderModel as TritonPythonModel  # noqa: F401

@@ -1,4 +1,4 @@
-"""Triton Python model `postprocess`: decoder output (float CHW) -> uint8 HWC RGB cropped to the HR size.
+"""Triton Python model `postprocess`: decoder output (uint8 HWC, padded) -> cropped to the HR size.
 
 Kept thin on purpose: the logic is `hyperthumbnail.serving.backends.PostprocessModel`, shared with the
 in-process pipeline.

@@ -1,0 +1,66 @@
+"""Which runtime runs a graph, at which precision: plain Python, no torch (the Triton
+Python-backend models use it too)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from .openvino import PRECISIONS, resolve_precision
+
+__all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Runtime", "graph_precisions", "make_runner"]
+
+Runtime = Literal["openvino", "onnx"]
+RUNTIMES: tuple[str, ...] = ("openvino", "onnx")
+GRAPH_FILES = ("encoder", "qpm", "decoder_features", "decoder_body")
+# Chosen by measurement (docs/benchmarks.md, Kodak, this CPU): bf16 costs the encoder +0.0005 bpp
+# and -0.007 dB, the decoder -0.004 dB, for 1.2-1.5x more speed. The QPM rounds its tables and is
+# cheap, the decoder's coefficient branch is cheap: both stay f32.
+PREFERRED_PRECISION = {"encoder": "bf16", "qpm": "f32", "decoder_features": "f32", "decoder_body": "bf16"}
+_OTHER_GRAPHS = {"decoder": "bf16", "decoder_u8": "bf16"}  # the unsplit decoders (NGC targets, benchmarks)
+
+
+def graph_precisions(runtime: str, precision: str = "auto", names: tuple[str, ...] = GRAPH_FILES) -> dict[str, str]:
+    """Per graph: 'f32' or 'bf16'. `precision`: auto (the measured choice, bf16 only on a CPU
+    with native bf16), f32 (everything), bf16 (the bf16-tolerant graphs where native)."""
+    if precision not in ("auto", *PRECISIONS):
+        raise ValueError(f"unknown precision {precision!r}; use auto, f32 or bf16")
+    if runtime == "onnx":
+        if precision == "bf16":
+            raise ValueError("ONNX Runtime runs f32 here; bf16 needs --runtime openvino")
+        return {name: "f32" for name in names}
+    if runtime != "openvino":
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if precision == "f32":
+        return {name: "f32" for name in names}
+    preferred = {**PREFERRED_PRECISION, **_OTHER_GRAPHS}
+    return {name: resolve_precision("auto", preferred.get(name, "f32")) for name in names}  # type: ignore[arg-type]
+
+
+def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0):
+    """A runner (`run(feeds) -> outputs`) for one graph file.
+
+    OpenVINO keeps its compiled blobs beside the graph (`openvino_cache/`): a second process
+    starts in a fraction of the compile time (the CLI starts one per command).
+    """
+    if runtime == "openvino":
+        from .openvino import OpenVinoRunner
+
+        return OpenVinoRunner(path, intra_op_threads=threads, precision=precision,  # type: ignore[arg-type]
+                              cache_dir=_writable(path.parent / "openvino_cache"))
+    if precision != "f32":
+        raise ValueError(f"ONNX Runtime runs f32 only, not {precision}")
+    from .onnx import OnnxRunner
+
+    return OnnxRunner(path, intra_op_threads=threads)
+
+
+def _writable(directory: Path) -> Path | None:
+    """`directory` (created) where it can be written, else None (no cache; a read-only repository)."""
+    try:
+        directory.mkdir(exist_ok=True)
+        probe = directory / ".probe"
+        probe.touch()
+        probe.unlink()
+        return directory
+    except OSError:
+        return None

@@ -1,0 +1,146 @@
+"""Tiled encoder and decoder: memory bounded by the tile, output IDENTICAL to untiled.
+
+Each tile is computed with a margin at least the receptive field of the graph on every side
+that is not the image border, and only its core is kept: every kept value then sees exactly the
+inputs it sees untiled. Tiles start on the 8x8 block grid (8 LR pixels), a multiple of the
+encoder U-Net's /4 stride, so strided convolutions, pixel (un)shuffles and JPEG blocks line up.
+
+Only the convolutional parts tile. The QPM averages its MLP over all blocks of the image (the
+tables are image-wide), so it runs once on the whole coefficient array (small: 1/16 of the HR
+pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`) has a
+receptive field of ~35 blocks, too wide to tile without recomputing most of it, so it runs on
+the whole image (at block resolution; ~1 GB at 48 MP), and the decoder body in tiles with a
+5-block margin.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DECODER_BODY_MARGIN_BLOCKS",
+    "DEFAULT_TILE_PIXELS",
+    "ENCODER_MARGIN_BLOCKS",
+    "Tile",
+    "decode_body_tiled",
+    "encode_tiled",
+    "plan_tiles",
+]
+
+# Receptive-field radius, in 8x8 blocks at LR, rounded up with room to spare.
+# Encoder (LR pixels): bicubic base 2; U-Net head 1 + RDB 5 + stride-2 conv 1 + RDB 5x2 + stride-2
+# conv 1x2 + RDB 5x4 + conv 1x4 + shuffle 2 + RDB 5x2 + conv 1x2 + shuffle 1 + RDB 5 + tail 1 = 64.
+ENCODER_MARGIN_BLOCKS = 9
+# Decoder body (LR pixels): EDSR head 1 + 16 blocks x 2 + conv 1 + tail 1 = 35, bicubic up 2 = 37.
+DECODER_BODY_MARGIN_BLOCKS = 5
+# Largest tile, in HR pixels including margins: a tile of this size keeps a 20 MP encode under
+# 3 GiB and a decode under 2 GiB peak RSS (docs/benchmarks.md).
+DEFAULT_TILE_PIXELS = 8_000_000
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Rows/cols in blocks: `core` is what this tile contributes, `extent` what it computes."""
+
+    core: tuple[slice, slice]
+    extent: tuple[slice, slice]
+
+    @property
+    def offset(self) -> tuple[slice, slice]:
+        """The core's position inside the computed extent."""
+        return tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(self.core, self.extent))  # type: ignore[return-value]
+
+
+def _splits(length: int, parts: int) -> list[tuple[int, int]]:
+    step = math.ceil(length / parts)
+    return [(start, min(start + step, length)) for start in range(0, length, step)]
+
+
+def _axis_plans(length: int, margin: int) -> dict[int, tuple[int, int, list[tuple[int, int]]]]:
+    """Per distinct split of one axis: parts -> (largest extent, sum of extents, the cores)."""
+    plans = {}
+    for parts in range(1, length + 1):
+        cores = _splits(length, parts)
+        if len(cores) in plans:
+            continue
+        extents = [min(length, stop + margin) - max(0, start - margin) for start, stop in cores]
+        plans[len(cores)] = (max(extents), sum(extents), cores)
+    return plans
+
+
+def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[Tile]:
+    """Cover a rows x cols block grid with the fewest computed blocks, each tile's extent (core +
+    margin, clipped to the grid) at most `max_area` blocks (None: one tile, no margin)."""
+    if rows < 1 or cols < 1:
+        raise ValueError(f"empty block grid {rows}x{cols}")
+    if max_area is None or rows * cols <= max_area:
+        whole = (slice(0, rows), slice(0, cols))
+        return [Tile(whole, whole)]
+    # The computed area of a grid of tiles is (sum of row extents) x (sum of column extents).
+    best: tuple[int, list[tuple[int, int]], list[tuple[int, int]]] | None = None
+    row_plans, col_plans = _axis_plans(rows, margin), _axis_plans(cols, margin)
+    for row_max, row_sum, row_cores in row_plans.values():
+        for col_max, col_sum, col_cores in col_plans.values():
+            if row_max * col_max <= max_area and (best is None or row_sum * col_sum < best[0]):
+                best = (row_sum * col_sum, row_cores, col_cores)
+    if best is None:
+        raise ValueError(f"a tile of {max_area} blocks cannot hold a core and a {margin}-block margin "
+                         f"on a {rows}x{cols}-block image")
+    return [Tile((slice(y0, y1), slice(x0, x1)),
+                 (slice(max(0, y0 - margin), min(rows, y1 + margin)), slice(max(0, x0 - margin), min(cols, x1 + margin))))
+            for (y0, y1), (x0, x1) in itertools.product(best[1], best[2])]
+
+
+def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.ndarray, scale: int,
+                 max_tile_pixels: int | None = DEFAULT_TILE_PIXELS) -> np.ndarray:
+    """Padded HR uint8 HxWx3 (multiples of 8*scale) -> the encoder's coefficients (3, 64, h, w).
+
+    `run_encoder`: (1, 3, h', w') float32 in [0, 1] -> (1, 3, 64, h'/(8s), w'/(8s)). Each tile is
+    converted to float on its own (the whole image in float32 would be 12 bytes per pixel).
+    A float32 CHW `padded` (3, H, W) in [0, 1] (the server's preprocess output) is cropped as is.
+    """
+    unit = 8 * scale
+    chw_input = padded.ndim == 3 and padded.shape[0] == 3 and padded.dtype == np.float32
+    height, width = padded.shape[1:] if chw_input else padded.shape[:2]
+    rows, cols = height // unit, width // unit
+    max_area = None if max_tile_pixels is None else max(1, max_tile_pixels // (unit * unit))
+    out: np.ndarray | None = None
+    for tile in plan_tiles(rows, cols, ENCODER_MARGIN_BLOCKS, max_area):
+        ey, ex = tile.extent
+        rows_px, cols_px = slice(ey.start * unit, ey.stop * unit), slice(ex.start * unit, ex.stop * unit)
+        if chw_input:
+            chw = np.ascontiguousarray(padded[:, rows_px, cols_px])
+        else:
+            chw = np.ascontiguousarray(padded[rows_px, cols_px].transpose(2, 0, 1), dtype=np.float32)
+            chw /= np.float32(255.0)  # the same float32 arithmetic as steps.preprocess
+        coefficients = run_encoder(chw[None])[0]
+        if out is None:
+            out = np.empty((3, 64, rows, cols), dtype=coefficients.dtype)
+        oy, ox = tile.offset
+        out[:, :, tile.core[0], tile.core[1]] = coefficients[:, :, oy, ox]
+    assert out is not None
+    return out
+
+
+def decode_body_tiled(run_body: Callable[[np.ndarray], np.ndarray], features: np.ndarray, scale: int,
+                      max_tile_pixels: int | None = DEFAULT_TILE_PIXELS) -> np.ndarray:
+    """Decoder features (C, 8h, 8w) float32 -> HR uint8 (8hs, 8ws, 3).
+
+    `run_body`: (1, C, h', w') -> (1, h'*s, w'*s, 3) uint8.
+    """
+    rows, cols = features.shape[1] // 8, features.shape[2] // 8
+    unit = 8 * scale  # HR pixels per block
+    max_area = None if max_tile_pixels is None else max(1, max_tile_pixels // (unit * unit))
+    out = np.empty((rows * unit, cols * unit, 3), dtype=np.uint8)
+    for tile in plan_tiles(rows, cols, DECODER_BODY_MARGIN_BLOCKS, max_area):
+        ey, ex = tile.extent
+        crop = np.ascontiguousarray(features[None, :, ey.start * 8:ey.stop * 8, ex.start * 8:ex.stop * 8])
+        image = run_body(crop)[0]
+        oy, ox = tile.offset
+        out[tile.core[0].start * unit:tile.core[0].stop * unit, tile.core[1].start * unit:tile.core[1].stop * unit] = \
+            image[oy.start * unit:oy.stop * unit, ox.start * unit:ox.stop * unit]
+    return out
