@@ -8,6 +8,7 @@ build/fuzz/<name>/crash-*, timeout-* (a call over 1 s) or oom-* (the process ove
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,13 @@ def run(name: str, target: Callable[[bytes], None], argv: list[str], max_len: in
     (work / "corpus").mkdir(parents=True, exist_ok=True)
     seconds = int(argv[1]) if len(argv) > 1 and argv[1].isdigit() else 600
     extra = [a for a in argv[1:] if not a.isdigit()]
-    flags = [argv[0], f"-max_total_time={seconds}", "-timeout=1", "-rss_limit_mb=1024", f"-max_len={max_len}",
+    # libFuzzer reads its peak RSS from getrusage, and Linux carries that peak across exec: a target
+    # started from a big process (pytest with models loaded) would start "over" a plain 1 GiB limit.
+    # So the limit is 1 GiB above what was inherited, and any single allocation over 1 GiB is a finding.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    rss_limit_mb = 1024 + (inherited_mb if inherited_mb > 256 else 0)
+    flags = [argv[0], f"-max_total_time={seconds}", "-timeout=1", f"-rss_limit_mb={rss_limit_mb}",
+             "-malloc_limit_mb=1024", f"-max_len={max_len}",
              f"-artifact_prefix={work}/", "-print_final_stats=1", *extra, str(work / "corpus"), str(SEEDS / name),
              str(FINDINGS / name)]
     print(" ".join(flags), file=sys.stderr)

@@ -8,7 +8,8 @@ through `read_thumbnail` (with the marker, and with `scale=4` when the marker is
 when it parses, the metadata is re-attached (`with_metadata`) and written into a PNG the way
 `decode` writes one.
 The only allowed failure is a ThumbnailError/StepError; anything else raised, a call over 1 s
-(`-timeout=1`) or a process over 1 GiB (`-rss_limit_mb=1024`) is a finding. Coverage comes
+(`-timeout=1`), a process growing by over 1 GiB or one allocation over 1 GiB (tests/fuzz/runner.py) is a
+finding. Coverage comes
 from instrumenting hyperthumbnail.codec (and the step module); libjpeg itself (through jpeglib)
 runs uninstrumented but is exercised on every input that gets that far.
 
