@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .feeds import conform
+
 __all__ = ["OnnxRunner"]
 
 _ORT_TO_NUMPY = {
@@ -41,13 +43,7 @@ class OnnxRunner:
 
     def _adapt(self, name: str, value: np.ndarray) -> np.ndarray:
         spec = self.inputs[name]
-        value = np.asarray(value)
-        if len(spec.shape) == value.ndim - 1 and value.shape[-1] == 1:
-            value = value.reshape(value.shape[:-1])
-        dtype = _ORT_TO_NUMPY.get(spec.type)
-        if dtype is not None and value.dtype != dtype:
-            value = value.astype(dtype)
-        return np.ascontiguousarray(value)
+        return conform(value, len(spec.shape), _ORT_TO_NUMPY.get(spec.type))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = set(self.inputs) - set(feeds)

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from .feeds import conform
+
 __all__ = ["OpenVinoRunner", "Precision", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 
 Precision = Literal["f32", "bf16"]
@@ -111,14 +113,8 @@ class OpenVinoRunner:
 
     def _adapt(self, name: str, value: np.ndarray) -> np.ndarray:
         port = self.inputs[name]
-        value = np.asarray(value)
-        rank = port.get_partial_shape().rank.get_length()
-        if rank == value.ndim - 1 and value.shape[-1] == 1:
-            value = value.reshape(value.shape[:-1])
-        dtype = _OV_TO_NUMPY.get(port.get_element_type().get_type_name())
-        if dtype is not None and value.dtype != dtype:
-            value = value.astype(dtype)
-        return np.ascontiguousarray(value)
+        return conform(value, port.get_partial_shape().rank.get_length(),
+                       _OV_TO_NUMPY.get(port.get_element_type().get_type_name()))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = set(self.inputs) - set(feeds)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .server_flags import client_address, client_host
+
 __all__ = ["NginxError", "Upstream", "NginxBalancer", "find_nginx", "render_config", "INSTALL_HINT"]
 
 INSTALL_HINT = ("install nginx (Debian/Ubuntu: sudo apt-get install nginx-light; Fedora: sudo dnf install nginx; "
@@ -176,16 +178,12 @@ class NginxBalancer:
         self._reader: threading.Thread | None = None
 
     @property
-    def _client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-
-    @property
     def http_url(self) -> str:
-        return f"{self._client_host}:{self.http_port}"
+        return client_address(self.host, self.http_port)
 
     @property
     def grpc_url(self) -> str:
-        return f"{self._client_host}:{self.grpc_port}"
+        return client_address(self.host, self.grpc_port)
 
     @property
     def log(self) -> str:
@@ -250,7 +248,7 @@ class NginxBalancer:
             for port in list(pending):
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                     s.settimeout(0.5)
-                    if s.connect_ex((self._client_host, port)) == 0:
+                    if s.connect_ex((client_host(self.host), port)) == 0:
                         pending.discard(port)
             if pending and time.monotonic() > deadline:
                 raise NginxError(f"nginx not listening on port(s) {sorted(pending)} after {timeout:g}s: {self.log.strip()}")

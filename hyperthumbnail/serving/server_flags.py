@@ -11,13 +11,23 @@ from pathlib import Path
 from ..interface import ADMIN_HEADER
 
 __all__ = ["DEFAULT_EXIT_TIMEOUT_S", "DEFAULT_PORTS", "HEALTH_LIVE", "HEALTH_READY", "METRICS_PATH", "RESTRICTED_APIS",
-           "restricted_api_flags", "tritonserver_flags"]
+           "client_address", "client_host", "restricted_api_flags", "tritonserver_flags"]
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
 DEFAULT_EXIT_TIMEOUT_S = 10  # drain time for in-flight requests on SIGINT/SIGTERM
 HEALTH_LIVE = "/v2/health/live"
 HEALTH_READY = "/v2/health/ready"
 METRICS_PATH = "/metrics"
+
+
+def client_host(host: str) -> str:
+    """The address a client on this machine uses for a server bound to `host` (a wildcard -> loopback)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def client_address(host: str, port: int) -> str:
+    """host:port as tritonclient expects it, for a server bound to `host`."""
+    return f"{client_host(host)}:{port}"
 
 
 def tritonserver_flags(model_repository: str | Path, *, host: str = "127.0.0.1",

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .object_store import is_remote
-from .server_flags import DEFAULT_EXIT_TIMEOUT_S, HEALTH_READY, tritonserver_flags
+from .server_flags import DEFAULT_EXIT_TIMEOUT_S, HEALTH_READY, client_address, tritonserver_flags
 from .server_log import failure_reasons
 from .server_runtime import TritonRuntime, TritonServerError, prepare_runtime
 
@@ -80,21 +80,17 @@ class TritonServer:
 
     # ----------------------------------------------------------------- addresses
     @property
-    def _client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-
-    @property
     def http_url(self) -> str:
         """host:port as tritonclient.http expects it."""
-        return f"{self._client_host}:{self.http_port}"
+        return client_address(self.host, self.http_port)
 
     @property
     def grpc_url(self) -> str:
-        return f"{self._client_host}:{self.grpc_port}"
+        return client_address(self.host, self.grpc_port)
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self._client_host}:{self.metrics_port}/metrics"
+        return f"http://{client_address(self.host, self.metrics_port)}/metrics"
 
     # ----------------------------------------------------------------- process
     def command(self) -> list[str]:
