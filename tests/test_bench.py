@@ -226,7 +226,9 @@ def test_speed_quick_run(tmp_path):
             assert m["equal_to_inprocess"], (protocol, direction)  # served output == in-process output
             assert m["server_requests"] == 2 and m["total_ms"] > 0
             assert set(m["composing_models"]) <= set(m["stages_ms"])
-            assert m["stages_ms"]["network_serialization"] >= 0
+            # client time minus the server's own request time: Triton closes a request's clock when the
+            # response is released, which can be a fraction of a ms after the client has it
+            assert m["stages_ms"]["network_serialization"] > -1.0
             assert m["server_peak_rss_mb"] > 0 and m["client_peak_rss_mb"] > 0
             ratio = r["ratios"][f"triton_{protocol}_over_inprocess_{direction}"]
             assert ratio == pytest.approx(m["total_ms"] / r["inprocess"][direction]["total_ms"], abs=1e-3)
