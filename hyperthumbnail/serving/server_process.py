@@ -28,9 +28,32 @@ from .server_runtime import TritonRuntime, TritonServerError, prepare_runtime
 __all__ = ["TritonServer", "TritonServerError", "free_port"]
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' source ports (Linux; Triton's default elsewhere)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (tests start servers on these)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port that is free right now (tests and replicas start servers on these).
+
+    Chosen outside the ephemeral range: a port the kernel hands out with bind(0) can be taken as
+    the source port of an outgoing connection (a client, a readiness probe) before the server
+    binds it, which made replica starts fail with "Address already in use".
+    """
+    ephemeral = _ephemeral_ports()
+    candidates = [p for p in range(20000, 32768) if p not in ephemeral] or list(range(20000, 30000))
+    for port in secrets.SystemRandom().sample(candidates, 64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine: any free port
         s.bind((host, 0))
         return s.getsockname()[1]
 
