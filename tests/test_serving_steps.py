@@ -343,3 +343,17 @@ def test_build_errors(tmp_path, fake_export, small_model):
     with pytest.raises(repository.RepositoryError, match="for scale 4, not 2"):
         repository.build_repository(tmp_path / "a", weights=small_model, scale=2)
     assert fake_export == []
+
+
+def test_serve_cli_builds_every_target(tmp_path, fake_export, capsys):
+    """`hyperthumbnail serve --target` offers every repository target; the NGC ones are build-only."""
+    from hyperthumbnail.cli import build_parser, main
+
+    for target in repository.TARGETS:
+        assert build_parser().parse_args(["serve", "--target", target]).target == target
+    assert main(["serve", "--target", "openvino", "--model-repository", str(tmp_path / "repo")]) == 1
+    assert "--target openvino --build-only" in capsys.readouterr().err
+    assert main(["serve", "--target", "openvino", "--build-only", "--model-repository", str(tmp_path / "repo")]) == 0
+    assert fake_export == ["encoder", "qpm", "decoder_u8"]
+    models = configs(tmp_path / "repo", gpu=False)
+    assert {models[name].backend for name in repository.NEURAL_MODELS} == {"openvino"}

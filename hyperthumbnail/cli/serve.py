@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build the Triton model repository (ONNX export of the weights; skipped when it is "
         "up to date), start the tritonserver shipped in the nvidia-pytriton wheel, wait until every model "
         "is ready, print the endpoints and stream the server log until Ctrl+C / SIGTERM. "
-        "Exits non-zero with the reason if a model fails to load. With --build-only --target gpu it "
-        "writes a repository for the NGC Triton container instead (see docs/serving.md). "
+        "Exits non-zero with the reason if a model fails to load. With --build-only --target gpu|openvino "
+        "it writes a repository for the NGC Triton container instead (see docs/serving.md). "
         "--replicas N runs N tritonservers (own internal ports, metrics on --metrics-port + i) behind "
         "nginx on the front ports: per-request balancing of HTTP and gRPC, a request whose replica dies "
         "is resent to another, a replica that exits is restarted (docs/scaleout.md). "
@@ -40,8 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", default=None, metavar="PATH", help="weights or checkpoint (default: shipped weights)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=4)
     p.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it is up to date")
-    p.add_argument("--target", choices=("cpu", "gpu"), default="cpu",
-                   help="repository flavour; gpu (onnxruntime/TensorRT backends) needs --build-only")
+    p.add_argument("--target", choices=("cpu", "gpu", "openvino"), default="cpu",
+                   help="repository flavour: cpu (Python-backend models, served here); gpu (onnxruntime/TensorRT "
+                   "backends) and openvino (the neural models on Triton's own openvino backend, for CPU "
+                   "deployments in the NGC Triton container) are for the NGC container and need --build-only "
+                   "(docs/serving.md)")
     p.add_argument("--plans", default=None, metavar="DIR", help="gpu target: directory of <model>.plan TensorRT plans")
     p.add_argument("--plan-max-batch", type=int, default=None, metavar="N",
                    help="gpu target: largest batch of the plans' profile (default: hyperthumbnail export's)")
@@ -97,9 +100,9 @@ def _prepare_repository(args: argparse.Namespace) -> Path | str:
 def run(args: argparse.Namespace) -> int:
     if args.replicas < 1:
         raise CLIError("--replicas must be at least 1")
-    if args.target == "gpu" and not args.build_only:
-        raise CLIError("the embedded server runs the CPU target only: use --target gpu --build-only and serve "
-                       "the repository with the NGC Triton container (docs/serving.md)")
+    if args.target != "cpu" and not args.build_only:
+        raise CLIError(f"the embedded server runs the CPU target only: use --target {args.target} --build-only and "
+                       "serve the repository with the NGC Triton container (docs/serving.md)")
     # Explicit handlers: SIGINT may arrive ignored (e.g. started in the background by a script).
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
