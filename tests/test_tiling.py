@@ -1,5 +1,6 @@
-"""Tiled encoder and decoder body: bit-exact coefficients, file bytes and pixels against untiled
-runs of the same graphs, on a 2K photo with small tiles; the tile planner's guarantees."""
+"""Tiled encoder and decoder: bit-exact coefficients, file bytes, decoder features and pixels
+against untiled runs of the same graphs, with small tiles; the receptive fields the margins
+rest on; the tile planner's guarantees."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,10 @@ from hyperthumbnail.codec.images import pad_to_multiple
 from hyperthumbnail.codec.steps import encode_thumbnail
 from hyperthumbnail.export.onnx_export import export_graph
 from hyperthumbnail.runtime import tiling
+from hyperthumbnail.runtime.graphs import Graphs
+from hyperthumbnail.runtime.onnx import OnnxRunner
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, resolve_precision
-from hyperthumbnail.runtime.tiling import decode_body_tiled, encode_tiled, plan_tiles
+from hyperthumbnail.runtime.tiling import decode_body_tiled, decode_features_tiled, decode_tiled, encode_tiled, plan_tiles
 
 SMALL_TILE = 1024 * 768  # HR pixels per tile incl. margins: a 2040x1530 photo becomes 4+ tiles
 
@@ -112,3 +115,86 @@ def test_tiled_encode_of_float_chw_is_the_same(runners, photo):
     chw, _ = preprocess(photo, SCALE)
     from_uint8 = encode_tiled(_encoder(runners), pad_to_multiple(photo, 8 * SCALE), SCALE, max_tile_pixels=None)
     np.testing.assert_array_equal(encode_tiled(_encoder(runners), chw, SCALE, max_tile_pixels=SMALL_TILE), from_uint8)
+
+
+def _features_runner(graphs: Path, runtime: str):
+    path = graphs / "decoder_features.onnx"
+    return OpenVinoRunner(path, precision="f32") if runtime == "openvino" else OnnxRunner(path)
+
+
+def _run_features(runner):
+    return lambda q, t: runner.run({"quantized": q, "tables": t})["features"]
+
+
+def _quantized(rows: int, cols: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like thumbnail's quantized coefficients (3, 64, rows, cols) and tables (2, 64)."""
+    import torch
+
+    from hyperthumbnail.model.dct import image_to_coefficients
+
+    lr = photo_like(cols * 8, rows * 8, seed=seed).transpose(2, 0, 1)[None].astype(np.float32) / 255
+    coefficients = image_to_coefficients(torch.from_numpy(lr))[0].numpy()
+    tables = np.stack([np.full(64, 6), np.full(64, 10)]).astype(np.int32)
+    expanded = tables[[0, 1, 1]][:, :, None, None]
+    return np.round(coefficients / expanded).astype(np.int32), tables
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_decoder_features_receptive_field(graphs, runtime):
+    """One block's coefficients change the features of exactly the blocks within the margin."""
+    runner = _features_runner(graphs, runtime)
+    quantized, tables = _quantized(80, 80)
+    base = runner.run({"quantized": quantized[None], "tables": tables[None]})["features"][0]
+    quantized[:, :, 40, 40] += 3
+    moved = runner.run({"quantized": quantized[None], "tables": tables[None]})["features"][0]
+    changed = np.abs(moved - base).reshape(base.shape[0], 80, 8, 80, 8).max(axis=(0, 2, 4)) > 0
+    rows, cols = np.nonzero(changed)
+    reach = max(40 - rows.min(), rows.max() - 40, 40 - cols.min(), cols.max() - 40)
+    assert reach == tiling.DECODER_FEATURES_MARGIN_BLOCKS
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_tiled_decoder_features_are_bit_exact(graphs, runtime, monkeypatch):
+    """80x240 blocks in 4 tiles of 80x130 at most (the inner ones have margins on both sides)."""
+    run = _run_features(_features_runner(graphs, runtime))
+    quantized, tables = _quantized(80, 240, seed=4)
+    whole = decode_features_tiled(run, quantized, tables, max_tile_blocks=None)
+    area = 80 * 130  # columns: a 60-block core + 2 x 35
+    assert len(plan_tiles(80, 240, tiling.DECODER_FEATURES_MARGIN_BLOCKS, area)) == 4
+    assert whole.shape == (27, 640, 1920) and whole.dtype == np.float32
+    np.testing.assert_array_equal(decode_features_tiled(run, quantized, tables, max_tile_blocks=area), whole)
+    monkeypatch.setattr(tiling, "DECODER_FEATURES_MARGIN_BLOCKS", 30)  # below the receptive field
+    assert not np.array_equal(decode_features_tiled(run, quantized, tables, max_tile_blocks=area), whole)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnx"])
+def test_graph_set_decodes_tiled_features_like_untiled(graphs, runtime):
+    """Through `Graphs` (the CLI's and the server's decode path): the same pixels with the
+    features in tiles (and the features runtime's buffers released between the graphs) as
+    whole, twice in a row; small photos (up to the default tile) take the untiled path."""
+    quantized, tables = _quantized(8, 110, seed=5)  # 256x3520 HR
+    tiled_graphs = Graphs(graphs, SCALE, runtime, precision="f32", feature_tile_blocks=8 * 90)
+    assert len(plan_tiles(8, 110, tiling.DECODER_FEATURES_MARGIN_BLOCKS, 8 * 90)) == 2
+    whole = Graphs(graphs, SCALE, runtime, precision="f32", feature_tile_blocks=None).reconstruct(quantized, tables)
+    assert whole.shape == (256, 3520, 3)
+    np.testing.assert_array_equal(tiled_graphs.reconstruct(quantized, tables), whole)
+    np.testing.assert_array_equal(tiled_graphs.reconstruct(quantized, tables), whole)
+    # a 33.5 MP photo (scale 4) is one features tile; a 48 MP one is two
+    assert len(plan_tiles(179, 183, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 1
+    assert len(plan_tiles(192, 256, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 2
+
+
+def test_decode_releases_the_features_memory_only_when_tiled():
+    calls = []
+
+    def run_features(q, t):
+        return np.zeros((27, q.shape[3] * 8, q.shape[4] * 8), np.float32)[None]
+
+    def run_body(f):
+        return np.zeros((1, f.shape[2] * SCALE, f.shape[3] * SCALE, 3), np.uint8)
+
+    tables = np.ones((2, 64), np.int32)
+    for cols, expected in ((100, 0), (110, 1)):
+        decode_tiled(run_features, run_body, np.zeros((3, 64, 8, cols), np.int32), tables, SCALE,
+                     max_feature_tile_blocks=8 * 100, release_features=lambda: calls.append(cols))
+        assert len(calls) == expected

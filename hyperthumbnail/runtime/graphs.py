@@ -7,8 +7,8 @@ embedded server's Python-backend models alike, so a thumbnail made by either is 
 on the same machine (the encoder's float rounding decides the coefficients: the runtime and the
 precision must match too).
 
-Graphs: encoder (tiled), qpm (image-wide), decoder_features (image-wide, block resolution),
-decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not tiled.
+Graphs: encoder (tiled), qpm (image-wide), decoder_features (block resolution; tiled above
+`DEFAULT_FEATURE_TILE_BLOCKS`), decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not tiled.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..weights import file_sha256
 from .onnx import OnnxRunner
 from .openvino import cpu_has_native_bf16
 from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions, make_runner
-from .tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
+from .tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
            "graph_precisions", "load_onnx_graphs", "make_runner"]
@@ -91,12 +91,14 @@ class Graphs:
     """encoder / qpm / decoder of one exported graph directory, ready to run."""
 
     def __init__(self, graph_dir: str | Path, scale: int, runtime: str = "openvino", precision: str = "auto",
-                 threads: int = 0, tile_pixels: int | None = DEFAULT_TILE_PIXELS):
+                 threads: int = 0, tile_pixels: int | None = DEFAULT_TILE_PIXELS,
+                 feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS):
         self.dir = Path(graph_dir)
         self.scale = int(scale)
         self.runtime = runtime
         self.precisions = graph_precisions(runtime, precision)
         self.tile_pixels = tile_pixels
+        self.feature_tile_blocks = feature_tile_blocks
         for name in GRAPH_FILES:
             if not (self.dir / f"{name}.onnx").is_file():
                 raise FileNotFoundError(f"graph not found: {self.dir / f'{name}.onnx'}")
@@ -121,11 +123,11 @@ class Graphs:
         return out["quantized"][0], out["tables"][0]
 
     def reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
-        """Quantized coefficients + tables -> padded HR uint8 (8hs, 8ws, 3) (body tiled)."""
-        features = self.runners["decoder_features"].run({"quantized": quantized[None], "tables": tables[None]})
-        body = self.runners["decoder_body"]
-        return decode_body_tiled(lambda f: body.run({"features": f})["image"], features["features"][0],
-                                 self.scale, self.tile_pixels)
+        """Quantized coefficients + tables -> padded HR uint8 (8hs, 8ws, 3) (tiled)."""
+        features, body = self.runners["decoder_features"], self.runners["decoder_body"]
+        return decode_tiled(lambda q, t: features.run({"quantized": q, "tables": t})["features"],
+                            lambda f: body.run({"features": f})["image"], quantized, tables, self.scale,
+                            self.tile_pixels, self.feature_tile_blocks, getattr(features, "release_memory", None))
 
 
 def export_graphs(weights: str | Path | None, out_dir: str | Path, scale: int,

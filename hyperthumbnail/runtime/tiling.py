@@ -7,10 +7,11 @@ encoder U-Net's /4 stride, so strided convolutions, pixel (un)shuffles and JPEG 
 
 Only the convolutional parts tile. The QPM averages its MLP over all blocks of the image (the
 tables are image-wide), so it runs once on the whole coefficient array (small: 1/16 of the HR
-pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`) has a
-receptive field of ~35 blocks, too wide to tile without recomputing most of it, so it runs on
-the whole image (at block resolution; ~1 GB at 48 MP), and the decoder body in tiles with a
-5-block margin.
+pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`, at
+block resolution) has a receptive field of 35 blocks, so it runs whole up to
+`DEFAULT_FEATURE_TILE_BLOCKS` blocks (33.5 MP at scale 4) and in a few large tiles above (a 48 MP
+photo: 2 tiles, 1.33x its compute, itself ~5% of the decoder's); the decoder body runs in tiles
+of `DEFAULT_TILE_PIXELS` with a 5-block margin.
 """
 from __future__ import annotations
 
@@ -23,10 +24,14 @@ import numpy as np
 
 __all__ = [
     "DECODER_BODY_MARGIN_BLOCKS",
+    "DECODER_FEATURES_MARGIN_BLOCKS",
+    "DEFAULT_FEATURE_TILE_BLOCKS",
     "DEFAULT_TILE_PIXELS",
     "ENCODER_MARGIN_BLOCKS",
     "Tile",
     "decode_body_tiled",
+    "decode_features_tiled",
+    "decode_tiled",
     "encode_tiled",
     "plan_tiles",
 ]
@@ -37,9 +42,19 @@ __all__ = [
 ENCODER_MARGIN_BLOCKS = 9
 # Decoder body (LR pixels): EDSR head 1 + 16 blocks x 2 + conv 1 + tail 1 = 35, bicubic up 2 = 37.
 DECODER_BODY_MARGIN_BLOCKS = 5
+# Decoder coefficient branch (blocks, exact): EDSR head 1 + 16 residual blocks x 2 + conv 1 +
+# tail 1 = 35; the IDCT and the x8 pixel shuffle stay inside a block. tests/test_tiling.py
+# perturbs one block and checks that the change reaches exactly 35 blocks.
+DECODER_FEATURES_MARGIN_BLOCKS = 35
 # Largest tile, in HR pixels including margins: a tile of this size keeps a 20 MP encode under
 # 3 GiB and a decode under 2 GiB peak RSS (docs/benchmarks.md).
 DEFAULT_TILE_PIXELS = 8_000_000
+# Largest decoder_features tile, in blocks including margins. The graph peaks at ~35 KiB per
+# block (its 1536-channel tail before the pixel shuffle; measured with OpenVINO f32), and the
+# runtimes keep most of that allocated after the call (OpenVINO's buffers, ONNX Runtime's arena):
+# at most ~1.1 GiB. Grids up to this size (33.5 MP at scale 4: 20 MP photos) run whole, as
+# before; a 48 MP photo (256x192 blocks) runs as 2 tiles of 163x192.
+DEFAULT_FEATURE_TILE_BLOCKS = 32_768
 
 
 @dataclass(frozen=True)
@@ -144,3 +159,48 @@ def decode_body_tiled(run_body: Callable[[np.ndarray], np.ndarray], features: np
         out[tile.core[0].start * unit:tile.core[0].stop * unit, tile.core[1].start * unit:tile.core[1].stop * unit] = \
             image[oy.start * unit:oy.stop * unit, ox.start * unit:ox.stop * unit]
     return out
+
+
+def decode_features_tiled(run_features: Callable[[np.ndarray, np.ndarray], np.ndarray], quantized: np.ndarray,
+                          tables: np.ndarray,
+                          max_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS) -> np.ndarray:
+    """Quantized coefficients (3, 64, h, w) + tables (2, 64) -> decoder features (C, 8h, 8w) float32.
+
+    `run_features`: (1, 3, 64, h', w') int32, (1, 2, 64) int32 -> (1, C, 8h', 8w'). A grid of at
+    most `max_tile_blocks` blocks (None: any) is one call on the whole array, as untiled.
+    """
+    rows, cols = quantized.shape[2:]
+    tiles = plan_tiles(rows, cols, DECODER_FEATURES_MARGIN_BLOCKS, max_tile_blocks)
+    if len(tiles) == 1:
+        return run_features(quantized[None], tables[None])[0]
+    out: np.ndarray | None = None
+    for tile in tiles:
+        ey, ex = tile.extent
+        features = run_features(np.ascontiguousarray(quantized[None, :, :, ey, ex]), tables[None])[0]
+        if out is None:
+            out = np.empty((features.shape[0], rows * 8, cols * 8), dtype=features.dtype)
+        (cy, cx), (oy, ox) = tile.core, tile.offset
+        out[:, cy.start * 8:cy.stop * 8, cx.start * 8:cx.stop * 8] = \
+            features[:, oy.start * 8:oy.stop * 8, ox.start * 8:ox.stop * 8]
+        del features  # the next tile's call allocates its own
+    assert out is not None
+    return out
+
+
+def decode_tiled(run_features: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                 run_body: Callable[[np.ndarray], np.ndarray], quantized: np.ndarray, tables: np.ndarray,
+                 scale: int, max_tile_pixels: int | None = DEFAULT_TILE_PIXELS,
+                 max_feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS,
+                 release_features: Callable[[], None] | None = None) -> np.ndarray:
+    """Quantized coefficients (3, 64, h, w) + tables (2, 64) -> padded HR uint8 (8hs, 8ws, 3): the
+    decoder's two graphs, each tiled as its own receptive field allows (the in-process pipeline
+    and the served decoder both decode through here).
+
+    `release_features`: called between the two graphs when the features ran in tiles (a large
+    photo), so the features runtime's retained buffers do not stay allocated under the body's.
+    """
+    features = decode_features_tiled(run_features, quantized, tables, max_feature_tile_blocks)
+    if release_features is not None and len(
+            plan_tiles(*quantized.shape[2:], DECODER_FEATURES_MARGIN_BLOCKS, max_feature_tile_blocks)) > 1:
+        release_features()
+    return decode_body_tiled(run_body, features, scale, max_tile_pixels)

@@ -22,7 +22,7 @@ from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
 from ..runtime.select import graph_precisions, make_runner
-from ..runtime.tiling import DEFAULT_TILE_PIXELS, decode_body_tiled, encode_tiled
+from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 
 class _PythonModel:
@@ -213,9 +213,10 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
 
 
 class DecoderModel(_PythonModel):
-    """quantized + tables -> image uint8 (B, H', W', 3): `1/decoder_features.onnx` on the whole
-    thumbnail, `1/decoder_body.onnx` in tiles (`runtime.tiling`), one image at a time (a 6K image's
-    memory is the tile's, whatever the batch)."""
+    """quantized + tables -> image uint8 (B, H', W', 3): `1/decoder_features.onnx` (whole up to
+    `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` in tiles of `tile_pixels`
+    (`runtime.tiling.decode_tiled`, as the in-process pipeline), one image at a time (a 48 MP
+    image's memory is the tiles', whatever the batch)."""
 
     def setup(self) -> None:
         paths = {name: self.version_dir / f"{name}.onnx" for name in ("decoder_features", "decoder_body")}
@@ -227,14 +228,15 @@ class DecoderModel(_PythonModel):
         self.body = graph_runner(self, paths["decoder_body"], "decoder_body")
         self.scale = self.param_int("scale", 4)
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
+        self.feature_tile_blocks = self.param_int("feature_tile_blocks", DEFAULT_FEATURE_TILE_BLOCKS) or None
 
     def run(self, inputs):
-        images = []
-        for quantized, tables in zip(inputs["quantized"], inputs["tables"]):
-            features = self.features.run({"quantized": quantized[None], "tables": tables[None]})["features"][0]
-            images.append(decode_body_tiled(lambda f: self.body.run({"features": f})["image"], features,
-                                            self.scale, self.tile_pixels))
-        return {"image": np.stack(images)}
+        run_features = lambda q, t: self.features.run({"quantized": q, "tables": t})["features"]  # noqa: E731
+        run_body = lambda f: self.body.run({"features": f})["image"]  # noqa: E731
+        images = [decode_tiled(run_features, run_body, quantized, tables, self.scale, self.tile_pixels,
+                               self.feature_tile_blocks, getattr(self.features, "release_memory", None))
+                  for quantized, tables in zip(inputs["quantized"], inputs["tables"])]
+        return {"image": images[0][None] if len(images) == 1 else np.stack(images)}
 
 
 class OnnxModel(_PythonModel):
