@@ -17,7 +17,10 @@ __all__ = [
 # ---------------------------------------------------------------------------- limits
 MAX_BATCH = 8                    # max_batch_size of every model in the CPU repository
 COEF_LIMIT = 1023                # |quantized AC coefficient| of baseline 8-bit JPEG (Huffman size category 10)
-DEFAULT_MAX_PIXELS = 40_000_000  # largest photo accepted by default (a 6K photo is ~25 MP)
+# Largest photo accepted by default: 8192x6144 (50.3 MP), so today's 48-50 MP phone photos
+# (8064x6048, 8160x6120, 8192x6144) fit; at that size the CLI and the server stay within 3 GiB to
+# encode and 2 GiB to decode (tiled graphs, runtime.tiling; benchmarks/results/bigphoto.json).
+DEFAULT_MAX_PIXELS = 8192 * 6144
 
 # ---------------------------------------------------------------------------- models
 ENCODE_MODEL = "hyperthumbnail_encode"  # ensemble: photo -> .jpg bytes

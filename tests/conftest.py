@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 SCALE = 4
-MAX_PIXELS = 400_000  # the served repository's pixel limit (the shipped default is 40 MP)
+MAX_PIXELS = 400_000  # the served repository's pixel limit (the shipped default is 8192x6144, 50.3 MP)
 
 
 def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:

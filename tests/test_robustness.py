@@ -292,12 +292,12 @@ def test_pixel_limit_in_process_and_cli(capsys, tmp_path, pipeline):
 
 
 def test_default_pixel_limit_is_checked_before_decoding_pixels(capsys, tmp_path):
-    """A 7000x6000 PNG (42 MP) is refused from its header: fast, whatever the pixel data holds."""
+    """A 9000x6000 PNG (54 MP) is refused from its header: fast, whatever the pixel data holds."""
     path = tmp_path / "big.png"
-    Image.new("L", (7000, 6000)).save(path, optimize=False)  # all-zero rows compress to almost nothing
+    Image.new("L", (9000, 6000)).save(path, optimize=False)  # all-zero rows compress to almost nothing
     started = time.perf_counter()
     code, _, err = run_cli(capsys, "encode", str(path), "-o", str(tmp_path / "t.jpg"))
-    assert_one_line_error(code, err, "encode", str(path), "more than the limit of 40000000 pixels")
+    assert_one_line_error(code, err, "encode", str(path), "more than the limit of 50331648 pixels")
     assert time.perf_counter() - started < 5
 
 
@@ -590,7 +590,7 @@ def test_cli_through_the_server_reports_the_servers_reason(capsys, tmp_path, tri
                            "--protocol", protocol)
     assert_one_line_error(code, err, "decode", "IMG_0002.JPG", "jpeg_decode", "ordinary JPEG")
     big = tmp_path / "big.png"
-    Image.fromarray(photo_like(640, 640)).save(big)  # under the CLI's 40 MP, over the served MAX_PIXELS
+    Image.fromarray(photo_like(640, 640)).save(big)  # under the CLI's 50.3 MP, over the served MAX_PIXELS
     code, _, err = run_cli(capsys, "encode", str(big), "-o", str(tmp_path / "b.jpg"), "--url", url,
                            "--protocol", protocol)
     assert_one_line_error(code, err, "encode", "big.png", "preprocess", f"limit of {MAX_PIXELS} pixels")

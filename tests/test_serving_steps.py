@@ -12,6 +12,7 @@ from tritonclient.grpc import model_config_pb2
 
 from hyperthumbnail.codec import steps
 from hyperthumbnail.codec.thumbnail import thumbnail_size
+from hyperthumbnail.interface import DEFAULT_MAX_PIXELS
 from hyperthumbnail.serving import repository
 
 SCALE = 4
@@ -239,7 +240,7 @@ def test_set_parameter():
     changed = repository.set_parameter(text, "scale", "2")
     config = text_format.Parse(changed, model_config_pb2.ModelConfig())
     assert config.parameters["scale"].string_value == "2"
-    assert config.parameters["max_pixels"].string_value == "40000000"
+    assert config.parameters["max_pixels"].string_value == str(DEFAULT_MAX_PIXELS)
     with pytest.raises(repository.RepositoryError):
         repository.set_parameter(text, "no_such_key", "1")
 

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output image (.png recommended; folder mode: output folder, .png files)")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="refuse thumbnails of larger photos (default 40000000)")
+                   help="refuse thumbnails of larger photos (default 50331648 = 8192x6144)")
     p.add_argument("--level", type=int, default=None, metavar="N",
                    help="output compression: PNG level 0-9 (default 1, fast; 9 is ~6x slower and ~10%% smaller), "
                    "JPEG/WebP quality 1-100 (default 95/90)")

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .jpg path (folder mode: output folder)")
     p.add_argument("--scale", type=int, choices=(2, 4), default=4, help="downscaling factor per side")
     p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="refuse larger photos (default 40000000; Pillow refuses above 178956970 regardless)")
+                   help="refuse larger photos (default 50331648 = 8192x6144; Pillow refuses above 178956970 regardless)")
     g = p.add_argument_group("metadata (the photo's ICC profile, EXIF and XMP go into the thumbnail)")
     g.add_argument("--strip-metadata", action="store_true",
                    help="keep no metadata; colour-profiled pixels are converted to sRGB so they look right untagged")

@@ -40,7 +40,7 @@ with atheris.instrument_imports(include=["hyperthumbnail.codec"]):
 
 from .runner import run
 
-MAX_HR_PIXELS = 40_000_000  # the server's default limit
+MAX_HR_PIXELS = 8192 * 6144  # the server's default limit (interface.DEFAULT_MAX_PIXELS)
 _TINY = np.zeros((4, 4, 3), dtype=np.uint8)
 
 
