@@ -184,7 +184,7 @@ def test_graph_set_decodes_tiled_features_like_untiled(graphs, runtime):
     assert len(plan_tiles(192, 256, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 2
 
 
-def test_decode_releases_the_features_memory_only_when_tiled():
+def test_runtime_memory_is_released_only_after_tiled_runs():
     calls = []
 
     def run_features(q, t):
@@ -194,7 +194,15 @@ def test_decode_releases_the_features_memory_only_when_tiled():
         return np.zeros((1, f.shape[2] * SCALE, f.shape[3] * SCALE, 3), np.uint8)
 
     tables = np.ones((2, 64), np.int32)
-    for cols, expected in ((100, 0), (110, 1)):
+    for cols, expected in ((100, []), (110, ["features", "body"])):
+        calls.clear()
         decode_tiled(run_features, run_body, np.zeros((3, 64, 8, cols), np.int32), tables, SCALE,
-                     max_feature_tile_blocks=8 * 100, release_features=lambda: calls.append(1))
-        assert len(calls) == expected
+                     max_feature_tile_blocks=8 * 100, release_features=lambda: calls.append("features"),
+                     release_body=lambda: calls.append("body"))
+        assert calls == expected
+    padded = np.zeros((8 * 8 * SCALE, 30 * 8 * SCALE, 3), np.uint8)  # 8x30 blocks
+    for tile_pixels, expected in ((None, []), (8 * 24 * (8 * SCALE) ** 2, ["encoder"])):
+        calls.clear()
+        encode_tiled(lambda image: np.zeros((1, 3, 64, image.shape[2] // 32, image.shape[3] // 32), np.float32),
+                     padded, SCALE, tile_pixels, release=lambda: calls.append("encoder"))
+        assert calls == expected

@@ -111,12 +111,15 @@ def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[
 
 
 def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.ndarray, scale: int,
-                 max_tile_pixels: int | None = DEFAULT_TILE_PIXELS) -> np.ndarray:
+                 max_tile_pixels: int | None = DEFAULT_TILE_PIXELS,
+                 release: Callable[[], None] | None = None) -> np.ndarray:
     """Padded HR uint8 HxWx3 (multiples of 8*scale) -> the encoder's coefficients (3, 64, h, w).
 
     `run_encoder`: (1, 3, h', w') float32 in [0, 1] -> (1, 3, 64, h'/(8s), w'/(8s)). Each tile is
     converted to float on its own (the whole image in float32 would be 12 bytes per pixel).
     A float32 CHW `padded` (3, H, W) in [0, 1] (the server's preprocess output) is cropped as is.
+    `release`: called after a run in tiles (a large photo), so a long-lived process does not keep
+    the encoder runtime's buffers for the largest photo it saw (see `decode_tiled`).
     """
     unit = 8 * scale
     chw_input = padded.ndim == 3 and padded.shape[0] == 3 and padded.dtype == np.float32
@@ -124,7 +127,8 @@ def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.nda
     rows, cols = height // unit, width // unit
     max_area = None if max_tile_pixels is None else max(1, max_tile_pixels // (unit * unit))
     out: np.ndarray | None = None
-    for tile in plan_tiles(rows, cols, ENCODER_MARGIN_BLOCKS, max_area):
+    tiles = plan_tiles(rows, cols, ENCODER_MARGIN_BLOCKS, max_area)
+    for tile in tiles:
         ey, ex = tile.extent
         rows_px, cols_px = slice(ey.start * unit, ey.stop * unit), slice(ex.start * unit, ex.stop * unit)
         if chw_input:
@@ -138,6 +142,8 @@ def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.nda
         oy, ox = tile.offset
         out[:, :, tile.core[0], tile.core[1]] = coefficients[:, :, oy, ox]
     assert out is not None
+    if release is not None and len(tiles) > 1:
+        release()
     return out
 
 
@@ -191,16 +197,22 @@ def decode_tiled(run_features: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  run_body: Callable[[np.ndarray], np.ndarray], quantized: np.ndarray, tables: np.ndarray,
                  scale: int, max_tile_pixels: int | None = DEFAULT_TILE_PIXELS,
                  max_feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS,
-                 release_features: Callable[[], None] | None = None) -> np.ndarray:
+                 release_features: Callable[[], None] | None = None,
+                 release_body: Callable[[], None] | None = None) -> np.ndarray:
     """Quantized coefficients (3, 64, h, w) + tables (2, 64) -> padded HR uint8 (8hs, 8ws, 3): the
     decoder's two graphs, each tiled as its own receptive field allows (the in-process pipeline
     and the served decoder both decode through here).
 
     `release_features`: called between the two graphs when the features ran in tiles (a large
-    photo), so the features runtime's retained buffers do not stay allocated under the body's.
+    photo), so the features runtime's retained buffers do not stay allocated under the body's;
+    `release_body` after the body then, so a long-lived process (the server) does not keep them
+    for the largest photo it saw.
     """
     features = decode_features_tiled(run_features, quantized, tables, max_feature_tile_blocks)
-    if release_features is not None and len(
-            plan_tiles(*quantized.shape[2:], DECODER_FEATURES_MARGIN_BLOCKS, max_feature_tile_blocks)) > 1:
+    large = len(plan_tiles(*quantized.shape[2:], DECODER_FEATURES_MARGIN_BLOCKS, max_feature_tile_blocks)) > 1
+    if large and release_features is not None:
         release_features()
-    return decode_body_tiled(run_body, features, scale, max_tile_pixels)
+    image = decode_body_tiled(run_body, features, scale, max_tile_pixels)
+    if large and release_body is not None:
+        release_body()
+    return image
