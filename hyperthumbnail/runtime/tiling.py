@@ -10,7 +10,7 @@ tables are image-wide), so it runs once on the whole coefficient array (small: 1
 pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`, at
 block resolution) has a receptive field of 35 blocks, so it runs whole up to
 `DEFAULT_FEATURE_TILE_BLOCKS` blocks (33.5 MP at scale 4) and in a few large tiles above (a 48 MP
-photo: 2 tiles, 1.33x its compute, itself ~5% of the decoder's); the decoder body runs in tiles
+photo: 2 tiles, 1.33x its compute, itself ~5% of the decoder's MACs); the decoder body runs in tiles
 of `DEFAULT_TILE_PIXELS` with a 5-block margin.
 """
 from __future__ import annotations
