@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rerun every benchmark whose outputs are committed in benchmarks/results/ (docs/benchmarks.md,
 # docs/rate_control.md): rate-distortion of both shipped models on the five evaluation sets, the
-# rate-control RD curves, what --optimize buys, then 6K speed in-process vs Triton vs EDSR.
+# rate-control RD curves, what --optimize buys, then speed: 1080p, 4K and 6K with ONNX Runtime,
+# OpenVINO f32 and OpenVINO bf16, in-process and through Triton, against the CPU's compute floor and EDSR.
 #   benchmarks/run_all.sh            (the shipped weights)
 # Needs an otherwise idle machine with ~16 GB free memory (the 6K encode is memory-hungry).
 # `bench rate-proxy` needs a training checkpoint (the rate model is not shipped): run it by hand,
@@ -13,6 +14,6 @@ cd "$(dirname "$0")/.."
 .venv/bin/hyperthumbnail bench rd-curve --targets 0.2,0.3,0.32,0.45,0.6
 .venv/bin/hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6
 .venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
-.venv/bin/hyperthumbnail bench speed
+.venv/bin/hyperthumbnail bench speed --resolutions 1080p,4k,6k --variants onnx,openvino-f32,openvino   # ~30 min on 2 cores
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
 .venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, ~30 min; the 6K encode needs ~12 GB
