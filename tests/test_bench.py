@@ -17,8 +17,8 @@ from conftest import photo_like
 from PIL import Image
 from safetensors import safe_open
 
-from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
 from hyperthumbnail.benchmarks.compute_floor import floor_ms, probe_model
+from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
 from hyperthumbnail.benchmarks.speed import (
     default_repeats,
     graph_precision_values,
