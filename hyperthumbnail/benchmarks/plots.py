@@ -134,7 +134,8 @@ def plot_speed(results: dict, path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
     meta = results["meta"]
     fig.suptitle(f"encode / decode per resolution, runtime variant and path on {meta['machine']['cpu_model']} "
-                 f"({meta['machine']['usable_cores']} cores)", fontsize=10)
+                 f"({meta['machine']['usable_cores']} cores, load average {meta['machine']['load_average_1_5_15'][0]} "
+                 f"at the start; {meta['date'][:10]})", fontsize=10)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
