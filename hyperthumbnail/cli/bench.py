@@ -296,3 +296,8 @@ def _print_speed(results: dict) -> None:
     for key in ("decode_6k_onnx_over_openvino", "edsr_over_ours_decode_total", "edsr_over_ours_gmacs_6k"):
         if key in results["ratios"]:
             print(f"{key}: {results['ratios'][key]}")
+    differ = [f"{key} {variant} {path} {d}" for key, per_variant in results["speed"].items()
+              for variant, paths in per_variant.items() for path, per_dir in paths.items()
+              for d, r in per_dir.items() if r.get("equal_to_inprocess") is False]
+    if differ:
+        print("WARNING: served output differs from the in-process output of the same variant: " + "; ".join(differ))
