@@ -25,7 +25,8 @@ from hyperthumbnail.codec.images import load_image, pad_to_multiple
 from hyperthumbnail.metrics import psnr
 from hyperthumbnail.weights import default_weights_path, file_sha256
 
-METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr"}
+METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr", "psnr_border2", "psnr_y_basicsr", "lr_psnr_y", "lr_psnr_cbcr"}
+WORST = {"lr_psnr_worst", "lr_psnr_worst_image"}
 SIZES = [(96, 64), (96, 64), (90, 70)]  # the last is off the 32-pixel block grid: padding and cropping
 
 
@@ -48,12 +49,18 @@ def run_rd(data_root: Path, out: Path, methods: str, *extra: str) -> tuple[dict,
     return json.loads((out / "rd.json").read_text()), rows
 
 
-def check_entry(entry: dict) -> None:
-    assert set(entry) == METRICS
+def check_entry(entry: dict, rows: list[dict]) -> None:
+    """A dataset row: means of the per-image values, the worst thumbnail and its image."""
+    assert set(entry) == METRICS | WORST
     assert entry["bpp"] > 0
-    for key in ("psnr", "psnr_y", "lr_psnr"):
+    for key in METRICS - {"bpp", "ssim"}:
         assert math.isfinite(entry[key]) and 5 < entry[key] < 80
+        assert entry[key] == pytest.approx(np.mean([float(r[key]) for r in rows]), abs=1e-4)
     assert 0 < entry["ssim"] <= 1
+    worst = min(rows, key=lambda r: float(r["lr_psnr"]))
+    assert entry["lr_psnr_worst"] == pytest.approx(float(worst["lr_psnr"]), abs=1e-4)
+    assert entry["lr_psnr_worst"] <= entry["lr_psnr"]
+    assert entry["lr_psnr_worst_image"] == worst["image"]
 
 
 # ----------------------------------------------------------------------------- rd
@@ -63,7 +70,7 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     results, rows = run_rd(data_root, tmp_path / "out", "hyperthumbnail")
     assert set(results) == {"tiny", "meta"}
     assert set(results["tiny"]) == {"hyperthumbnail"}
-    check_entry(results["tiny"]["hyperthumbnail"])
+    check_entry(results["tiny"]["hyperthumbnail"], rows)
     meta = results["meta"]
     assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
     assert meta["machine"]["cpu_model"] and meta["machine"]["logical_cores"] >= 1
@@ -82,13 +89,17 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     assert cli(["decode", str(jpg), "-o", str(png)]) == 0
     assert jpg.stat().st_size == int(row["bytes"])
     assert psnr(load_image(png), load_image(src)) == pytest.approx(float(row["psnr"]), abs=1e-3)
+    assert psnr(load_image(png), load_image(src), border=2) == pytest.approx(float(row["psnr_border2"]), abs=1e-3)
+    with open(tmp_path / "out" / "rd.csv") as f:
+        summary = next(csv.DictReader(f))
+    assert summary["lr_psnr_worst_image"] == results["tiny"]["hyperthumbnail"]["lr_psnr_worst_image"]
 
 
 @pytest.mark.parametrize("method,subsampling", [("bicubic_jpeg", "444"), ("bicubic_jpeg_420", "420")])
 def test_rd_bicubic_jpeg_matches_our_bitrate(data_root, tmp_path, method, subsampling):
     results, rows = run_rd(data_root, tmp_path / "out", method)
     assert set(results["tiny"]) == {method}
-    check_entry(results["tiny"][method])
+    check_entry(results["tiny"][method], rows)
     from hyperthumbnail.pipeline import Pipeline
 
     ours = Pipeline()
@@ -176,7 +187,7 @@ def test_sr_baseline_trains_resumes_and_benchmarks(train_folder, data_root, tmp_
         np.testing.assert_array_equal(resumed[key], direct[key], err_msg=key)
 
     results, rows = run_rd(data_root, tmp_path / "out", "sr_baseline", "--sr-weights", str(weights))
-    check_entry(results["tiny"]["sr_baseline"])
+    check_entry(results["tiny"]["sr_baseline"], rows)
     assert {int(r["quality"]) for r in rows} == {quality}
     assert results["meta"]["sr_baseline"]["sha256"] == file_sha256(weights)
 

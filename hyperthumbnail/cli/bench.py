@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rd = bench.add_parser(
         "rd", help="rate-distortion vs bicubic+JPEG and an SR baseline, per dataset",
-        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels), HR PSNR, SSIM, PSNR-Y and "
-        "thumbnail PSNR vs Pillow bicubic. Writes rd.json, rd.csv, rd_images.csv and rd_*.png.",
+        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels); HR PSNR (RGB, whole image: "
+        "the headline), HR PSNR without a 2-pixel border, SSIM, PSNR-Y (JFIF) and BasicSR's Y PSNR; thumbnail "
+        "PSNR vs Pillow bicubic (RGB, JFIF Y, JFIF Cb+Cr) and its worst image. Writes rd.json, rd.csv, "
+        "rd_images.csv and rd_*.png (docs/benchmarks.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rd.add_argument("--datasets", type=_csv_list, default=list(DATASETS), help="folders under --data-root")
     rd.add_argument("--data-root", default="../shared/datasets")
@@ -199,15 +201,18 @@ def _print_rd(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="rate-distortion (means per dataset)")
-    for col in ("dataset", "method", "bpp", "HR PSNR", "SSIM", "PSNR-Y", "thumb PSNR"):
+    table = Table(title="rate-distortion (means per dataset; dB)")
+    for col in ("dataset", "method", "bpp", "HR PSNR", "border 2", "SSIM", "PSNR-Y", "BasicSR Y", "thumb PSNR",
+                "thumb worst", "thumb Y", "thumb CbCr"):
         table.add_column(col, justify="left" if col in ("dataset", "method") else "right")
     for d, per_method in results.items():
         if d == "meta":
             continue
         for m, v in per_method.items():
-            table.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['ssim']:.4f}", f"{v['psnr_y']:.2f}",
-                          f"{v['lr_psnr']:.2f}")
+            table.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['psnr_border2']:.2f}", f"{v['ssim']:.4f}",
+                          f"{v['psnr_y']:.2f}", f"{v['psnr_y_basicsr']:.2f}", f"{v['lr_psnr']:.2f}",
+                          f"{v['lr_psnr_worst']:.2f} ({v['lr_psnr_worst_image']})", f"{v['lr_psnr_y']:.2f}",
+                          f"{v['lr_psnr_cbcr']:.2f}")
     Console().print(table)
 
 
