@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed` and the SR baseline's training, on tiny generated inputs.
+"""`hyperthumbnail bench rd|crops|speed` and the SR baseline's training, on tiny generated inputs.
 
 The benchmarks run for real (real .jpg files, ONNX Runtime, a real tritonserver for `speed`);
 the checks are about shapes, consistency and the baselines' definitions, never about quality
@@ -17,11 +17,12 @@ from conftest import photo_like
 from PIL import Image
 from safetensors import safe_open
 
-from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
+from hyperthumbnail.benchmarks.crops import parse_spec, thumbnail_box, zoom
+from hyperthumbnail.benchmarks.jpeg import closest_quality, decode_jpeg, encode_jpeg, ijg_tables, read_coefficients
 from hyperthumbnail.benchmarks.speed import parse_resolution
 from hyperthumbnail.benchmarks.sr_train import main as sr_train
 from hyperthumbnail.cli import main as cli
-from hyperthumbnail.codec.images import load_image, pad_to_multiple
+from hyperthumbnail.codec.images import bicubic_downscale, load_image, pad_to_multiple
 from hyperthumbnail.metrics import psnr
 from hyperthumbnail.weights import default_weights_path, file_sha256
 
@@ -141,6 +142,66 @@ def test_rd_refuses_unknown_dataset_and_method(data_root, tmp_path, capsys):
     assert cli(["bench", "rd", "--datasets", "tiny", "--data-root", str(data_root), "--methods", "magic",
                 "--out", str(tmp_path)]) == 1
     assert "magic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- crops
+
+
+def contains(sheet: np.ndarray, panel: np.ndarray) -> bool:
+    """Whether `panel` appears pixel for pixel somewhere in `sheet`."""
+    h, w = panel.shape[:2]
+    ys, xs = np.nonzero(np.all(sheet[:sheet.shape[0] - h + 1, :sheet.shape[1] - w + 1] == panel[0, 0], axis=-1))
+    return any(np.array_equal(sheet[y:y + h, x:x + w], panel) for y, x in zip(ys, xs))
+
+
+def test_crops_of_a_generated_image(tmp_path):
+    image = photo_like(90, 70, seed=5)  # off the 32-pixel grid: padding and cropping
+    src = tmp_path / "gen.png"
+    Image.fromarray(image).save(src)
+    out = tmp_path / "crops"
+    shipped = str(default_weights_path())
+    assert cli(["bench", "crops", "--new-weights", shipped, "--image", f"{src}:8,4,64,48:20,16,40,30",
+                "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {"crops.json", "gen_thumbnail.png", "gen_photo.png", "gen_old.jpg", "gen_new.jpg",
+                     "gen_bicubic_jpeg.jpg"}
+    # The files are what `hyperthumbnail encode` writes.
+    jpg = tmp_path / "cli.jpg"
+    assert cli(["encode", str(src), "-o", str(jpg)]) == 0
+    assert (out / "gen_new.jpg").read_bytes() == jpg.read_bytes() == (out / "gen_old.jpg").read_bytes()
+    result = json.loads((out / "crops.json").read_text())
+    assert result["meta"]["new_weights"]["sha256"] == result["meta"]["old_weights"]["sha256"] == file_sha256(shipped)
+    assert result["meta"]["command"].startswith("hyperthumbnail bench crops --new-weights")
+    entry = result["images"][0]
+    reference = bicubic_downscale(image, 4)
+    thumb = decode_jpeg(jpg.read_bytes())
+    assert entry["metrics"]["new"]["lr_psnr"] == pytest.approx(psnr(thumb, reference))
+    assert entry["metrics"]["bicubic_jpeg"]["bytes"] == (out / "gen_bicubic_jpeg.jpg").stat().st_size
+    # The sheets hold the zoomed crops pixel for pixel: thumbnail pixels 2..18 x 1..13 at 4x (the
+    # ones covering HR 8..72 x 4..52), the photo region at 2x.
+    assert entry["thumbnail_box"] == [2, 1, 18, 13] == list(thumbnail_box((8, 4, 64, 48), 4))
+    thumbnails = np.asarray(Image.open(out / "gen_thumbnail.png").convert("RGB"))
+    assert contains(thumbnails, zoom(thumb[1:13, 2:18], 4))
+    assert contains(thumbnails, zoom(reference[1:13, 2:18], 4))
+    photos = np.asarray(Image.open(out / "gen_photo.png").convert("RGB"))
+    assert contains(photos, zoom(image[16:46, 20:60], 2))
+    assert not contains(photos, zoom(image[17:47, 20:60], 2))  # the check can fail
+
+
+def test_crops_refuses_bad_input(tmp_path, capsys):
+    src = tmp_path / "gen.png"
+    Image.fromarray(photo_like(64, 48)).save(src)
+    shipped = str(default_weights_path())
+    cases = [(f"{src}:0,0,80,8:0,0,8,8", "does not fit the 64x48 image"),
+             (f"{src}:0,0,8:0,0,8,8", "X,Y,WIDTH,HEIGHT"),
+             (f"{tmp_path}/nope.png:0,0,8,8:0,0,8,8", "not found")]
+    for spec, message in cases:
+        assert cli(["bench", "crops", "--new-weights", shipped, "--image", spec, "--out", str(tmp_path / "o")]) == 1
+        assert message in capsys.readouterr().err
+    assert cli(["bench", "crops", "--new-weights", shipped, "--old-weights", str(default_weights_path(2)),
+                "--image", f"{src}:0,0,8,8:0,0,8,8", "--out", str(tmp_path / "o")]) == 1
+    assert "the old weights are 2x, the new ones 4x" in capsys.readouterr().err
+    assert parse_spec("a:b/c.png:1,2,3,4:5,6,7,8").path.name == "c.png"  # a colon inside the path
 
 
 # ----------------------------------------------------------------------------- SR baseline

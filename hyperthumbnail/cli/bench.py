@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -44,6 +44,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
     rd.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     rd.set_defaults(func=run_rd)
+
+    crops = bench.add_parser(
+        "crops", help="side-by-side crops: bicubic vs old vs new weights' thumbnails and rebuilt photos",
+        description="For each image (default: Kodak kodim05, kodim08, Set14 comic): the old and new weights' .jpg "
+        "(Pipeline.encode) and a bicubic JPEG of the new file's size; crops of the thumbnails as Pillow decodes "
+        "them next to Pillow's bicubic downscale at --thumb-zoom nearest zoom, and of the rebuilt photos next to "
+        "bicubic JPEG + bicubic up and the original at --photo-zoom. Writes <image>_thumbnail.png, "
+        "<image>_photo.png, the .jpg files and crops.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    crops.add_argument("--new-weights", required=True, help="the new weights (.safetensors/.pt)")
+    crops.add_argument("--old-weights", default=None, help="the old weights; default: shipped for the new ones' scale")
+    crops.add_argument("--data-root", default="../shared/datasets", help="where kodak/ and set14/ are (default images)")
+    crops.add_argument("--image", action="append", default=None, metavar="PATH:X,Y,W,H:X,Y,W,H",
+                       help="an image with its thumbnail region and photo region in HR pixels, instead of the "
+                       "default three (repeatable)")
+    crops.add_argument("--thumb-zoom", type=int, default=4, help="nearest-neighbour zoom of the thumbnail crops")
+    crops.add_argument("--photo-zoom", type=int, default=2, help="nearest-neighbour zoom of the photo crops")
+    crops.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino")
+    crops.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    crops.add_argument("--out", default="benchmarks/results/crops")
+    crops.set_defaults(func=_module_run("crops"))
 
     sp = bench.add_parser(
         "speed", help="encode/decode time in-process vs Triton, vs an EDSR decoder",
