@@ -114,6 +114,15 @@ def test_runner_input_handling(graphs):
         OpenVinoRunner(graphs / "missing.onnx")
 
 
+def test_outputs_outlive_the_next_call(graphs):
+    """The request's buffers are reused: what `run` returned must not change under a later call."""
+    runner = OpenVinoRunner(graphs / "encoder.onnx")
+    first = runner.run({"image": _image()})["coefficients"]
+    kept = first.copy()
+    second = runner.run({"image": 1 - _image()})["coefficients"]
+    assert first.flags.owndata and np.array_equal(first, kept) and not np.array_equal(first, second)
+
+
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
 def test_uint8_decoders_equal_todays_postprocessing(graphs, runtime):
     """decoder_u8 and decoder_features -> decoder_body end in the uint8 HWC image that the float

@@ -121,7 +121,8 @@ class OpenVinoRunner:
         if missing:
             raise ValueError(f"{self.path.name}: missing inputs {sorted(missing)}")
         adapted = {name: self._adapt(name, feeds[name]) for name in self.inputs}
-        # share_inputs: no copy of a large image into OpenVINO's buffer; the request's own
-        # output buffers are reused by the next call, so the outputs are copied out.
-        results = self.request.infer(adapted, share_inputs=True)
-        return {port.get_any_name(): np.array(results[port], copy=True) for port in self.compiled.outputs}
+        # share_inputs: no copy of a large image into OpenVINO's buffer. share_outputs stays False:
+        # the request's output buffers are reused by the next call, so OpenVINO hands back copies
+        # (owned numpy arrays; copying them again cost ~0.3 s of a 20 MP decode).
+        results = self.request.infer(adapted, share_inputs=True, share_outputs=False)
+        return {port.get_any_name(): results[port] for port in self.compiled.outputs}
