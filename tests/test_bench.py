@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed` and the SR baseline's training, on tiny generated inputs.
+"""`hyperthumbnail bench rd|crops|speed` and the SR baseline's training, on tiny generated inputs.
 
 The benchmarks run for real (real .jpg files, ONNX Runtime, a real tritonserver for `speed`);
 the checks are about shapes, consistency and the baselines' definitions, never about quality
@@ -18,7 +18,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from hyperthumbnail.benchmarks.compute_floor import floor_ms, probe_model
-from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
+from hyperthumbnail.benchmarks.crops import parse_spec, thumbnail_box, zoom
+from hyperthumbnail.benchmarks.jpeg import closest_quality, decode_jpeg, encode_jpeg, ijg_tables, read_coefficients
 from hyperthumbnail.benchmarks.speed import (
     default_repeats,
     graph_precision_values,
@@ -30,11 +31,12 @@ from hyperthumbnail.benchmarks.speed import (
 )
 from hyperthumbnail.benchmarks.sr_train import main as sr_train
 from hyperthumbnail.cli import main as cli
-from hyperthumbnail.codec.images import load_image, pad_to_multiple
+from hyperthumbnail.codec.images import bicubic_downscale, load_image, pad_to_multiple
 from hyperthumbnail.metrics import psnr
 from hyperthumbnail.weights import default_weights_path, file_sha256
 
-METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr"}
+METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr", "psnr_border2", "psnr_y_basicsr", "lr_psnr_y", "lr_psnr_cbcr"}
+WORST = {"lr_psnr_worst", "lr_psnr_worst_image"}
 SIZES = [(96, 64), (96, 64), (90, 70)]  # the last is off the 32-pixel block grid: padding and cropping
 
 
@@ -57,12 +59,18 @@ def run_rd(data_root: Path, out: Path, methods: str, *extra: str) -> tuple[dict,
     return json.loads((out / "rd.json").read_text()), rows
 
 
-def check_entry(entry: dict) -> None:
-    assert set(entry) == METRICS
+def check_entry(entry: dict, rows: list[dict]) -> None:
+    """A dataset row: means of the per-image values, the worst thumbnail and its image."""
+    assert set(entry) == METRICS | WORST
     assert entry["bpp"] > 0
-    for key in ("psnr", "psnr_y", "lr_psnr"):
+    for key in METRICS - {"bpp", "ssim"}:
         assert math.isfinite(entry[key]) and 5 < entry[key] < 80
+        assert entry[key] == pytest.approx(np.mean([float(r[key]) for r in rows]), abs=1e-4)
     assert 0 < entry["ssim"] <= 1
+    worst = min(rows, key=lambda r: float(r["lr_psnr"]))
+    assert entry["lr_psnr_worst"] == pytest.approx(float(worst["lr_psnr"]), abs=1e-4)
+    assert entry["lr_psnr_worst"] <= entry["lr_psnr"]
+    assert entry["lr_psnr_worst_image"] == worst["image"]
 
 
 # ----------------------------------------------------------------------------- rd
@@ -72,7 +80,7 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     results, rows = run_rd(data_root, tmp_path / "out", "hyperthumbnail")
     assert set(results) == {"tiny", "meta"}
     assert set(results["tiny"]) == {"hyperthumbnail"}
-    check_entry(results["tiny"]["hyperthumbnail"])
+    check_entry(results["tiny"]["hyperthumbnail"], rows)
     meta = results["meta"]
     assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
     assert meta["machine"]["cpu_model"] and meta["machine"]["logical_cores"] >= 1
@@ -91,13 +99,17 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     assert cli(["decode", str(jpg), "-o", str(png)]) == 0
     assert jpg.stat().st_size == int(row["bytes"])
     assert psnr(load_image(png), load_image(src)) == pytest.approx(float(row["psnr"]), abs=1e-3)
+    assert psnr(load_image(png), load_image(src), border=2) == pytest.approx(float(row["psnr_border2"]), abs=1e-3)
+    with open(tmp_path / "out" / "rd.csv") as f:
+        summary = next(csv.DictReader(f))
+    assert summary["lr_psnr_worst_image"] == results["tiny"]["hyperthumbnail"]["lr_psnr_worst_image"]
 
 
 @pytest.mark.parametrize("method,subsampling", [("bicubic_jpeg", "444"), ("bicubic_jpeg_420", "420")])
 def test_rd_bicubic_jpeg_matches_our_bitrate(data_root, tmp_path, method, subsampling):
     results, rows = run_rd(data_root, tmp_path / "out", method)
     assert set(results["tiny"]) == {method}
-    check_entry(results["tiny"][method])
+    check_entry(results["tiny"][method], rows)
     from hyperthumbnail.pipeline import Pipeline
 
     ours = Pipeline()
@@ -139,6 +151,66 @@ def test_rd_refuses_unknown_dataset_and_method(data_root, tmp_path, capsys):
     assert cli(["bench", "rd", "--datasets", "tiny", "--data-root", str(data_root), "--methods", "magic",
                 "--out", str(tmp_path)]) == 1
     assert "magic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- crops
+
+
+def contains(sheet: np.ndarray, panel: np.ndarray) -> bool:
+    """Whether `panel` appears pixel for pixel somewhere in `sheet`."""
+    h, w = panel.shape[:2]
+    ys, xs = np.nonzero(np.all(sheet[:sheet.shape[0] - h + 1, :sheet.shape[1] - w + 1] == panel[0, 0], axis=-1))
+    return any(np.array_equal(sheet[y:y + h, x:x + w], panel) for y, x in zip(ys, xs))
+
+
+def test_crops_of_a_generated_image(tmp_path):
+    image = photo_like(90, 70, seed=5)  # off the 32-pixel grid: padding and cropping
+    src = tmp_path / "gen.png"
+    Image.fromarray(image).save(src)
+    out = tmp_path / "crops"
+    shipped = str(default_weights_path())
+    assert cli(["bench", "crops", "--new-weights", shipped, "--image", f"{src}:8,4,64,48:20,16,40,30",
+                "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {"crops.json", "gen_thumbnail.png", "gen_photo.png", "gen_old.jpg", "gen_new.jpg",
+                     "gen_bicubic_jpeg.jpg"}
+    # The files are what `hyperthumbnail encode` writes.
+    jpg = tmp_path / "cli.jpg"
+    assert cli(["encode", str(src), "-o", str(jpg)]) == 0
+    assert (out / "gen_new.jpg").read_bytes() == jpg.read_bytes() == (out / "gen_old.jpg").read_bytes()
+    result = json.loads((out / "crops.json").read_text())
+    assert result["meta"]["new_weights"]["sha256"] == result["meta"]["old_weights"]["sha256"] == file_sha256(shipped)
+    assert result["meta"]["command"].startswith("hyperthumbnail bench crops --new-weights")
+    entry = result["images"][0]
+    reference = bicubic_downscale(image, 4)
+    thumb = decode_jpeg(jpg.read_bytes())
+    assert entry["metrics"]["new"]["lr_psnr"] == pytest.approx(psnr(thumb, reference))
+    assert entry["metrics"]["bicubic_jpeg"]["bytes"] == (out / "gen_bicubic_jpeg.jpg").stat().st_size
+    # The sheets hold the zoomed crops pixel for pixel: thumbnail pixels 2..18 x 1..13 at 4x (the
+    # ones covering HR 8..72 x 4..52), the photo region at 2x.
+    assert entry["thumbnail_box"] == [2, 1, 18, 13] == list(thumbnail_box((8, 4, 64, 48), 4))
+    thumbnails = np.asarray(Image.open(out / "gen_thumbnail.png").convert("RGB"))
+    assert contains(thumbnails, zoom(thumb[1:13, 2:18], 4))
+    assert contains(thumbnails, zoom(reference[1:13, 2:18], 4))
+    photos = np.asarray(Image.open(out / "gen_photo.png").convert("RGB"))
+    assert contains(photos, zoom(image[16:46, 20:60], 2))
+    assert not contains(photos, zoom(image[17:47, 20:60], 2))  # the check can fail
+
+
+def test_crops_refuses_bad_input(tmp_path, capsys):
+    src = tmp_path / "gen.png"
+    Image.fromarray(photo_like(64, 48)).save(src)
+    shipped = str(default_weights_path())
+    cases = [(f"{src}:0,0,80,8:0,0,8,8", "does not fit the 64x48 image"),
+             (f"{src}:0,0,8:0,0,8,8", "X,Y,WIDTH,HEIGHT"),
+             (f"{tmp_path}/nope.png:0,0,8,8:0,0,8,8", "not found")]
+    for spec, message in cases:
+        assert cli(["bench", "crops", "--new-weights", shipped, "--image", spec, "--out", str(tmp_path / "o")]) == 1
+        assert message in capsys.readouterr().err
+    assert cli(["bench", "crops", "--new-weights", shipped, "--old-weights", str(default_weights_path(2)),
+                "--image", f"{src}:0,0,8,8:0,0,8,8", "--out", str(tmp_path / "o")]) == 1
+    assert "the old weights are 2x, the new ones 4x" in capsys.readouterr().err
+    assert parse_spec("a:b/c.png:1,2,3,4:5,6,7,8").path.name == "c.png"  # a colon inside the path
 
 
 # ----------------------------------------------------------------------------- SR baseline
@@ -185,7 +257,7 @@ def test_sr_baseline_trains_resumes_and_benchmarks(train_folder, data_root, tmp_
         np.testing.assert_array_equal(resumed[key], direct[key], err_msg=key)
 
     results, rows = run_rd(data_root, tmp_path / "out", "sr_baseline", "--sr-weights", str(weights))
-    check_entry(results["tiny"]["sr_baseline"])
+    check_entry(results["tiny"]["sr_baseline"], rows)
     assert {int(r["quality"]) for r in rows} == {quality}
     assert results["meta"]["sr_baseline"]["sha256"] == file_sha256(weights)
 

@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rd = bench.add_parser(
         "rd", help="rate-distortion vs bicubic+JPEG and an SR baseline, per dataset",
-        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels), HR PSNR, SSIM, PSNR-Y and "
-        "thumbnail PSNR vs Pillow bicubic. Writes rd.json, rd.csv, rd_images.csv and rd_*.png.",
+        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels); HR PSNR (RGB, whole image: "
+        "the headline), HR PSNR without a 2-pixel border, SSIM, PSNR-Y (JFIF) and BasicSR's Y PSNR; thumbnail "
+        "PSNR vs Pillow bicubic (RGB, JFIF Y, JFIF Cb+Cr) and its worst image. Writes rd.json, rd.csv, "
+        "rd_images.csv and rd_*.png (docs/benchmarks.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rd.add_argument("--datasets", type=_csv_list, default=list(DATASETS), help="folders under --data-root")
     rd.add_argument("--data-root", default="../shared/datasets")
@@ -42,6 +44,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--limit", type=int, default=None, help="first N images of each dataset")
     rd.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     rd.set_defaults(func=run_rd)
+
+    crops = bench.add_parser(
+        "crops", help="side-by-side crops: bicubic vs old vs new weights' thumbnails and rebuilt photos",
+        description="For each image (default: Kodak kodim05, kodim08, Set14 comic): the old and new weights' .jpg "
+        "(Pipeline.encode) and a bicubic JPEG of the new file's size; crops of the thumbnails as Pillow decodes "
+        "them next to Pillow's bicubic downscale at --thumb-zoom nearest zoom, and of the rebuilt photos next to "
+        "bicubic JPEG + bicubic up and the original at --photo-zoom. Writes <image>_thumbnail.png, "
+        "<image>_photo.png, the .jpg files and crops.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    crops.add_argument("--new-weights", required=True, help="the new weights (.safetensors/.pt)")
+    crops.add_argument("--old-weights", default=None, help="the old weights; default: shipped for the new ones' scale")
+    crops.add_argument("--data-root", default="../shared/datasets", help="where kodak/ and set14/ are (default images)")
+    crops.add_argument("--image", action="append", default=None, metavar="PATH:X,Y,W,H:X,Y,W,H",
+                       help="an image with its thumbnail region and photo region in HR pixels, instead of the "
+                       "default three (repeatable)")
+    crops.add_argument("--thumb-zoom", type=int, default=4, help="nearest-neighbour zoom of the thumbnail crops")
+    crops.add_argument("--photo-zoom", type=int, default=2, help="nearest-neighbour zoom of the photo crops")
+    crops.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino")
+    crops.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    crops.add_argument("--out", default="benchmarks/results/crops")
+    crops.set_defaults(func=_module_run("crops"))
 
     sp = bench.add_parser(
         "speed", help="encode/decode time per resolution and runtime, in-process vs Triton, vs the compute floor",
@@ -205,19 +227,27 @@ def run_rd(args: argparse.Namespace) -> int:
 
 
 def _print_rd(results: dict) -> None:
+    """Two tables (HR photo, thumbnail) so that each fits an 80-column terminal."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="rate-distortion (means per dataset)")
-    for col in ("dataset", "method", "bpp", "HR PSNR", "SSIM", "PSNR-Y", "thumb PSNR"):
-        table.add_column(col, justify="left" if col in ("dataset", "method") else "right")
-    for d, per_method in results.items():
-        if d == "meta":
-            continue
-        for m, v in per_method.items():
-            table.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['ssim']:.4f}", f"{v['psnr_y']:.2f}",
-                          f"{v['lr_psnr']:.2f}")
-    Console().print(table)
+    rows = [(d, m, v) for d, per_method in results.items() if d != "meta" for m, v in per_method.items()]
+    photo = Table(title="HR photo (means per dataset; PSNR in dB)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("dataset", "method", "bpp", "RGB", "RGB\n-2px", "SSIM", "Y\nJFIF", "Y\nBasicSR"):
+        photo.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    for d, m, v in rows:
+        photo.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['psnr_border2']:.2f}", f"{v['ssim']:.4f}",
+                      f"{v['psnr_y']:.2f}", f"{v['psnr_y_basicsr']:.2f}")
+    thumb = Table(title="thumbnail vs Pillow bicubic (PSNR in dB)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("dataset", "method", "RGB", "worst image", "Y", "CbCr"):
+        thumb.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    for d, m, v in rows:
+        thumb.add_row(d, m, f"{v['lr_psnr']:.2f}", f"{v['lr_psnr_worst']:.2f} {v['lr_psnr_worst_image']}",
+                      f"{v['lr_psnr_y']:.2f}", f"{v['lr_psnr_cbcr']:.2f}")
+    console = Console()
+    console.print(photo)
+    console.print(thumb)
 
 
 def run_speed(args: argparse.Namespace) -> int:
