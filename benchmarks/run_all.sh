@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Rerun every benchmark whose outputs are committed in benchmarks/results/ (docs/benchmarks.md,
 # docs/rate_control.md): rate-distortion of both shipped models on the five evaluation sets, the
-# rate-control RD curves, what --optimize buys, then 6K speed in-process vs Triton vs EDSR.
+# rate-control RD curves, what --optimize buys, side-by-side crops of the first 4x weights vs the
+# shipped ones, then speed: 1080p, 4K and 6K with ONNX Runtime, OpenVINO f32 and OpenVINO bf16,
+# in-process and through Triton, against the CPU's compute floor and EDSR.
 #   benchmarks/run_all.sh            (the shipped weights)
 # Needs an otherwise idle machine with ~16 GB free memory (the 6K encode is memory-hungry).
 # `bench rate-proxy` needs a training checkpoint (the rate model is not shipped): run it by hand,
@@ -10,9 +12,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/hyperthumbnail bench rd
 .venv/bin/hyperthumbnail bench rd --scale 2
+# Crops (docs/benchmarks.md, `bench crops`): the first shipped 4x weights (commit 7e8e3f1, sha256
+# e9fdb7db50ef...) from git history (not in a shallow clone) vs today's shipped ones -> results/crops/
+mkdir -p build
+git show 7e8e3f1:hyperthumbnail/weights/hyperthumbnail_x4.safetensors > build/hyperthumbnail_x4_v1.safetensors
+.venv/bin/hyperthumbnail bench crops --old-weights build/hyperthumbnail_x4_v1.safetensors \
+    --new-weights hyperthumbnail/weights/hyperthumbnail_x4.safetensors
 .venv/bin/hyperthumbnail bench rd-curve --targets 0.2,0.3,0.32,0.45,0.6
 .venv/bin/hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6
 .venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
-.venv/bin/hyperthumbnail bench speed
+.venv/bin/hyperthumbnail bench speed --resolutions 1080p,4k,6k --variants onnx,openvino-f32,openvino   # 20-30 min on 2 cores
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
 .venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, ~30 min; the 6K encode needs ~12 GB

@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed` and the SR baseline's training, on tiny generated inputs.
+"""`hyperthumbnail bench rd|crops|speed` and the SR baseline's training, on tiny generated inputs.
 
 The benchmarks run for real (real .jpg files, ONNX Runtime, a real tritonserver for `speed`);
 the checks are about shapes, consistency and the baselines' definitions, never about quality
@@ -17,15 +17,26 @@ from conftest import photo_like
 from PIL import Image
 from safetensors import safe_open
 
-from hyperthumbnail.benchmarks.jpeg import closest_quality, encode_jpeg, ijg_tables, read_coefficients
-from hyperthumbnail.benchmarks.speed import parse_resolution
+from hyperthumbnail.benchmarks.compute_floor import floor_ms, probe_model
+from hyperthumbnail.benchmarks.crops import parse_spec, thumbnail_box, zoom
+from hyperthumbnail.benchmarks.jpeg import closest_quality, decode_jpeg, encode_jpeg, ijg_tables, read_coefficients
+from hyperthumbnail.benchmarks.speed import (
+    default_repeats,
+    graph_precision_values,
+    parse_repeats,
+    parse_resolution,
+    parse_resolutions,
+    parse_variants,
+    ratios,
+)
 from hyperthumbnail.benchmarks.sr_train import main as sr_train
 from hyperthumbnail.cli import main as cli
-from hyperthumbnail.codec.images import load_image, pad_to_multiple
+from hyperthumbnail.codec.images import bicubic_downscale, load_image, pad_to_multiple
 from hyperthumbnail.metrics import psnr
 from hyperthumbnail.weights import default_weights_path, file_sha256
 
-METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr"}
+METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr", "psnr_border2", "psnr_y_basicsr", "lr_psnr_y", "lr_psnr_cbcr"}
+WORST = {"lr_psnr_worst", "lr_psnr_worst_image"}
 SIZES = [(96, 64), (96, 64), (90, 70)]  # the last is off the 32-pixel block grid: padding and cropping
 
 
@@ -48,12 +59,18 @@ def run_rd(data_root: Path, out: Path, methods: str, *extra: str) -> tuple[dict,
     return json.loads((out / "rd.json").read_text()), rows
 
 
-def check_entry(entry: dict) -> None:
-    assert set(entry) == METRICS
+def check_entry(entry: dict, rows: list[dict]) -> None:
+    """A dataset row: means of the per-image values, the worst thumbnail and its image."""
+    assert set(entry) == METRICS | WORST
     assert entry["bpp"] > 0
-    for key in ("psnr", "psnr_y", "lr_psnr"):
+    for key in METRICS - {"bpp", "ssim"}:
         assert math.isfinite(entry[key]) and 5 < entry[key] < 80
+        assert entry[key] == pytest.approx(np.mean([float(r[key]) for r in rows]), abs=1e-4)
     assert 0 < entry["ssim"] <= 1
+    worst = min(rows, key=lambda r: float(r["lr_psnr"]))
+    assert entry["lr_psnr_worst"] == pytest.approx(float(worst["lr_psnr"]), abs=1e-4)
+    assert entry["lr_psnr_worst"] <= entry["lr_psnr"]
+    assert entry["lr_psnr_worst_image"] == worst["image"]
 
 
 # ----------------------------------------------------------------------------- rd
@@ -63,7 +80,7 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     results, rows = run_rd(data_root, tmp_path / "out", "hyperthumbnail")
     assert set(results) == {"tiny", "meta"}
     assert set(results["tiny"]) == {"hyperthumbnail"}
-    check_entry(results["tiny"]["hyperthumbnail"])
+    check_entry(results["tiny"]["hyperthumbnail"], rows)
     meta = results["meta"]
     assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
     assert meta["machine"]["cpu_model"] and meta["machine"]["logical_cores"] >= 1
@@ -82,13 +99,17 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     assert cli(["decode", str(jpg), "-o", str(png)]) == 0
     assert jpg.stat().st_size == int(row["bytes"])
     assert psnr(load_image(png), load_image(src)) == pytest.approx(float(row["psnr"]), abs=1e-3)
+    assert psnr(load_image(png), load_image(src), border=2) == pytest.approx(float(row["psnr_border2"]), abs=1e-3)
+    with open(tmp_path / "out" / "rd.csv") as f:
+        summary = next(csv.DictReader(f))
+    assert summary["lr_psnr_worst_image"] == results["tiny"]["hyperthumbnail"]["lr_psnr_worst_image"]
 
 
 @pytest.mark.parametrize("method,subsampling", [("bicubic_jpeg", "444"), ("bicubic_jpeg_420", "420")])
 def test_rd_bicubic_jpeg_matches_our_bitrate(data_root, tmp_path, method, subsampling):
     results, rows = run_rd(data_root, tmp_path / "out", method)
     assert set(results["tiny"]) == {method}
-    check_entry(results["tiny"][method])
+    check_entry(results["tiny"][method], rows)
     from hyperthumbnail.pipeline import Pipeline
 
     ours = Pipeline()
@@ -130,6 +151,66 @@ def test_rd_refuses_unknown_dataset_and_method(data_root, tmp_path, capsys):
     assert cli(["bench", "rd", "--datasets", "tiny", "--data-root", str(data_root), "--methods", "magic",
                 "--out", str(tmp_path)]) == 1
     assert "magic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- crops
+
+
+def contains(sheet: np.ndarray, panel: np.ndarray) -> bool:
+    """Whether `panel` appears pixel for pixel somewhere in `sheet`."""
+    h, w = panel.shape[:2]
+    ys, xs = np.nonzero(np.all(sheet[:sheet.shape[0] - h + 1, :sheet.shape[1] - w + 1] == panel[0, 0], axis=-1))
+    return any(np.array_equal(sheet[y:y + h, x:x + w], panel) for y, x in zip(ys, xs))
+
+
+def test_crops_of_a_generated_image(tmp_path):
+    image = photo_like(90, 70, seed=5)  # off the 32-pixel grid: padding and cropping
+    src = tmp_path / "gen.png"
+    Image.fromarray(image).save(src)
+    out = tmp_path / "crops"
+    shipped = str(default_weights_path())
+    assert cli(["bench", "crops", "--new-weights", shipped, "--image", f"{src}:8,4,64,48:20,16,40,30",
+                "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {"crops.json", "gen_thumbnail.png", "gen_photo.png", "gen_old.jpg", "gen_new.jpg",
+                     "gen_bicubic_jpeg.jpg"}
+    # The files are what `hyperthumbnail encode` writes.
+    jpg = tmp_path / "cli.jpg"
+    assert cli(["encode", str(src), "-o", str(jpg)]) == 0
+    assert (out / "gen_new.jpg").read_bytes() == jpg.read_bytes() == (out / "gen_old.jpg").read_bytes()
+    result = json.loads((out / "crops.json").read_text())
+    assert result["meta"]["new_weights"]["sha256"] == result["meta"]["old_weights"]["sha256"] == file_sha256(shipped)
+    assert result["meta"]["command"].startswith("hyperthumbnail bench crops --new-weights")
+    entry = result["images"][0]
+    reference = bicubic_downscale(image, 4)
+    thumb = decode_jpeg(jpg.read_bytes())
+    assert entry["metrics"]["new"]["lr_psnr"] == pytest.approx(psnr(thumb, reference))
+    assert entry["metrics"]["bicubic_jpeg"]["bytes"] == (out / "gen_bicubic_jpeg.jpg").stat().st_size
+    # The sheets hold the zoomed crops pixel for pixel: thumbnail pixels 2..18 x 1..13 at 4x (the
+    # ones covering HR 8..72 x 4..52), the photo region at 2x.
+    assert entry["thumbnail_box"] == [2, 1, 18, 13] == list(thumbnail_box((8, 4, 64, 48), 4))
+    thumbnails = np.asarray(Image.open(out / "gen_thumbnail.png").convert("RGB"))
+    assert contains(thumbnails, zoom(thumb[1:13, 2:18], 4))
+    assert contains(thumbnails, zoom(reference[1:13, 2:18], 4))
+    photos = np.asarray(Image.open(out / "gen_photo.png").convert("RGB"))
+    assert contains(photos, zoom(image[16:46, 20:60], 2))
+    assert not contains(photos, zoom(image[17:47, 20:60], 2))  # the check can fail
+
+
+def test_crops_refuses_bad_input(tmp_path, capsys):
+    src = tmp_path / "gen.png"
+    Image.fromarray(photo_like(64, 48)).save(src)
+    shipped = str(default_weights_path())
+    cases = [(f"{src}:0,0,80,8:0,0,8,8", "does not fit the 64x48 image"),
+             (f"{src}:0,0,8:0,0,8,8", "X,Y,WIDTH,HEIGHT"),
+             (f"{tmp_path}/nope.png:0,0,8,8:0,0,8,8", "not found")]
+    for spec, message in cases:
+        assert cli(["bench", "crops", "--new-weights", shipped, "--image", spec, "--out", str(tmp_path / "o")]) == 1
+        assert message in capsys.readouterr().err
+    assert cli(["bench", "crops", "--new-weights", shipped, "--old-weights", str(default_weights_path(2)),
+                "--image", f"{src}:0,0,8,8:0,0,8,8", "--out", str(tmp_path / "o")]) == 1
+    assert "the old weights are 2x, the new ones 4x" in capsys.readouterr().err
+    assert parse_spec("a:b/c.png:1,2,3,4:5,6,7,8").path.name == "c.png"  # a colon inside the path
 
 
 # ----------------------------------------------------------------------------- SR baseline
@@ -176,7 +257,7 @@ def test_sr_baseline_trains_resumes_and_benchmarks(train_folder, data_root, tmp_
         np.testing.assert_array_equal(resumed[key], direct[key], err_msg=key)
 
     results, rows = run_rd(data_root, tmp_path / "out", "sr_baseline", "--sr-weights", str(weights))
-    check_entry(results["tiny"]["sr_baseline"])
+    check_entry(results["tiny"]["sr_baseline"], rows)
     assert {int(r["quality"]) for r in rows} == {quality}
     assert results["meta"]["sr_baseline"]["sha256"] == file_sha256(weights)
 
@@ -186,63 +267,163 @@ def test_sr_baseline_trains_resumes_and_benchmarks(train_folder, data_root, tmp_
 
 def test_parse_resolution():
     assert parse_resolution("6k") == (6144, 4096)
+    assert parse_resolution("4K") == (3840, 2160)
+    assert parse_resolution("1080p") == (1920, 1080)
     assert parse_resolution("1024x768") == (1024, 768)
-    for bad in ("6", "0x10", "axb", "10x"):
+    for bad in ("6", "0x10", "axb", "10x", "8k"):
         with pytest.raises(ValueError):
             parse_resolution(bad)
+
+
+def test_parse_speed_lists():
+    assert parse_resolutions("1080p,4k,6k") == [(1920, 1080), (3840, 2160), (6144, 4096)]
+    assert parse_resolutions("256x192") == [(256, 192)]
+    for bad in ("", "1080p,1920x1080", "4k,huge"):
+        with pytest.raises(ValueError):
+            parse_resolutions(bad)
+    assert parse_variants("openvino,onnx") == ["openvino", "onnx"]
+    for bad in ("ort", "onnx,onnx", ""):
+        with pytest.raises(ValueError):
+            parse_variants(bad)
+    assert parse_repeats("3", 3) == [3, 3, 3]
+    assert parse_repeats("3,3,2", 3) == [3, 3, 2]
+    for bad in ("3,2", "0", "x"):
+        with pytest.raises(ValueError):
+            parse_repeats(bad, 3)
+    assert default_repeats([(1920, 1080), (3840, 2160), (6144, 4096)]) == [3, 3, 2]
+
+
+def test_speed_variants_without_native_bf16(monkeypatch):
+    """A CPU without bf16 runs the default variant in f32: its floor is the f32 floor."""
+    monkeypatch.setenv("HYPERTHUMBNAIL_NATIVE_BF16", "0")
+    assert graph_precision_values("openvino") == {"f32"}
+    monkeypatch.setenv("HYPERTHUMBNAIL_NATIVE_BF16", "1")
+    assert graph_precision_values("openvino") == {"f32", "bf16"}
+    assert graph_precision_values("onnx") == {"f32"}
+
+
+def test_compute_floor_arithmetic(tmp_path):
+    from hyperthumbnail.export.macs import count_macs
+
+    macs = probe_model(tmp_path / "conv.onnx", channels=8, height=16, width=12)
+    assert macs == 8 * 8 * 9 * 16 * 12 == count_macs(tmp_path / "conv.onnx", {"x": (1, 8, 16, 12)})["total"]
+    gmacs = {"encoder": 100.0, "qpm": 1.0, "decoder_features": 2.0, "decoder_body": 40.0}
+    precisions = {"encoder": "bf16", "qpm": "f32", "decoder_features": "f32", "decoder_body": "bf16"}
+    floor = floor_ms(gmacs, precisions, {"f32": 50.0, "bf16": 100.0})
+    assert floor == {"encode": pytest.approx(1020.0), "decode": pytest.approx(440.0)}
+
+
+def _entry(total: float, neural: float, **extra) -> dict:
+    return {"total_ms": total, "neural_ms": neural, "stages_ms": {"decoder": neural}, **extra}
+
+
+def test_speed_ratios():
+    """onnx / each other variant per resolution, direction and path; the 6K decode headline."""
+    six, small = "6144x4096", "256x192"
+
+    def variant(scale: float, http: bool) -> dict:
+        paths = {"inprocess": {d: _entry(scale * t, scale * t / 2) for d, t in (("encode", 10.0), ("decode", 20.0))}}
+        if http:
+            paths["triton_http"] = {d: _entry(scale * t, 0.0) for d, t in (("encode", 12.0), ("decode", 24.0))}
+        return paths
+
+    results = {"speed": {small: {"onnx": variant(3.0, True), "openvino": variant(1.0, True)},
+                         six: {"onnx": variant(2.0, False), "openvino": variant(1.0, False),
+                               "openvino-f32": variant(1.5, False)}}}
+    r = ratios(results)
+    assert r["onnx_over"]["openvino"][small]["decode"] == {"inprocess": 3.0, "inprocess_neural": 3.0, "triton_http": 3.0}
+    assert r["onnx_over"]["openvino"][six]["encode"]["triton_http"] is None  # not measured
+    assert r["onnx_over"]["openvino-f32"] == {six: {d: {"inprocess": 1.333, "inprocess_neural": 1.333,
+                                                        "triton_http": None} for d in ("encode", "decode")}}
+    assert r["decode_6k_onnx_over_openvino"] == {"inprocess": 2.0, "triton_http": None}
+    assert r["triton_over_inprocess"][small]["onnx"] == {"http_encode": 1.2, "http_decode": 1.2}
+    del results["speed"][six]
+    assert "decode_6k_onnx_over_openvino" not in ratios(results)
 
 
 @pytest.mark.server
 @pytest.mark.timeout(900)
 def test_speed_quick_run(tmp_path):
+    """All three variants at one tiny resolution, in-process and through their own servers (HTTP
+    only, to keep CI short: tests/test_client.py covers every protocol's equality)."""
     out = tmp_path / "out"
-    code = cli(["bench", "speed", "--resolution", "256x192", "--repeats", "2", "--warmup", "1",
+    code = cli(["bench", "speed", "--resolutions", "256x192", "--repeats", "1", "--warmup", "1", "--protocols", "http",
                 "--model-repository", str(tmp_path / "repo"), "--out", str(out)])
     assert code == 0
     r = json.loads((out / "speed.json").read_text())
-    meta = r["meta"]
-    assert meta["resolution"] == "256x192" and meta["repeats"] == 2
-    assert meta["machine"]["cpu_model"] and meta["machine"]["versions"]["onnxruntime"]
+    meta, key = r["meta"], "256x192"
+    assert meta["resolutions"] == [key] and meta["repeats"] == {key: 1}
+    assert list(meta["variants"]) == ["onnx", "openvino-f32", "openvino"]
+    assert meta["variants"]["openvino"]["graph_precisions"]["qpm"] == "f32"
+    assert meta["machine"]["cpu_model"] and meta["machine"]["versions"]["openvino"]
+    assert meta["command"].startswith("hyperthumbnail bench speed --resolutions 256x192") and meta["protocols"] == ["http"]
     assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
-    assert meta["bpp"] > 0
+    assert set(meta["triton"]["repositories"]) == set(meta["variants"])
+    inputs = r["inputs"][key]
+    assert set(inputs["thumbnail_bytes"]) == set(meta["variants"]) and min(inputs["bpp"].values()) > 0
+
+    peak = r["peak_rate"]["peak_gmac_per_s"]
+    assert peak["f32"] > 0 and set(peak) == set().union(*(graph_precision_values(v) for v in meta["variants"]))
+    gmacs = r["gmacs"][key]
+    assert gmacs["encode"] == pytest.approx(gmacs["encoder"] + gmacs["qpm"], abs=2e-3) and gmacs["encoder"] > 0
+    # the split decoder's MACs add up to the unsplit decoder's (counted for the EDSR comparison)
+    assert gmacs["decode"] == pytest.approx(r["edsr_baseline"]["gmacs"][key]["hyperthumbnail_decoder"], abs=0.01)
 
     expected_steps = {"encode": {"preprocess", "encoder", "qpm", "entropy_coding"},
                       "decode": {"entropy_coding", "decoder", "postprocess"}}
-    for direction, step_names in expected_steps.items():
-        m = r["inprocess"][direction]
-        assert set(m["stages_ms"]) == step_names
-        assert len(m["runs_ms"]) == 2 and m["total_ms"] > 0
-        assert m["peak_rss_mb"] >= m["rss_before_mb"] - 1 > 0
-    edsr = r["edsr_baseline"]["decode"]
-    assert set(edsr["stages_ms"]) == {"jpeg_decode", "preprocess", "edsr", "postprocess"} and edsr["total_ms"] > 0
+    for variant, paths in r["speed"][key].items():
+        assert set(paths) == {"inprocess", "triton_http"}
+        for direction, step_names in expected_steps.items():
+            m = paths["inprocess"][direction]
+            assert set(m["stages_ms"]) == step_names
+            assert len(m["runs_ms"]) == 1 and m["total_ms"] > 0
+            assert m["peak_rss_mb"] >= m["rss_before_mb"] - 1 > 0
+            assert m["graphs"].startswith(meta["variants"][variant]["runtime"])
+            floor = r["floor_ms"][key][variant][direction]
+            assert floor > 0 and m["floor_ms"] == floor
+            assert m["over_floor"] == pytest.approx(m["total_ms"] / floor)
+        for path in ("triton_http",):
+            for direction, m in paths[path].items():
+                # served output == in-process output of the SAME variant
+                assert m["equal_to_inprocess"], (variant, path, direction)
+                assert m["server_requests"] == 1 and m["total_ms"] > 0 and m["floor_ms"] > 0
+                assert set(m["composing_models"]) <= set(m["stages_ms"])
+                # Triton closes a request's clock when the response is released, which can be a
+                # fraction of a ms after the client has it
+                assert m["stages_ms"]["network_serialization"] > -1.0
+                assert m["server_peak_rss_mb"] > 0 and m["client_peak_rss_mb"] > 0
+                ratio = r["ratios"]["triton_over_inprocess"][key][variant][f"{path[7:]}_{direction}"]
+                assert ratio == pytest.approx(m["total_ms"] / paths["inprocess"][direction]["total_ms"], abs=1e-3)
+    # the floor: GMACs over the peak rate of each graph's precision; f32 variants share it
+    floors = r["floor_ms"][key]
+    assert floors["onnx"] == floors["openvino-f32"]
+    precision = meta["variants"]["openvino"]["graph_precisions"]
+    assert floors["openvino"]["encode"] == pytest.approx(
+        1e3 * sum(gmacs[g] / peak[precision[g]] for g in ("encoder", "qpm")), abs=0.1)
+    assert floors["openvino"]["decode"] == pytest.approx(
+        1e3 * sum(gmacs[g] / peak[precision[g]] for g in ("decoder_features", "decoder_body")), abs=0.1)
+    onnx, default = r["speed"][key]["onnx"], r["speed"][key]["openvino"]
+    assert r["ratios"]["onnx_over"]["openvino"][key]["decode"]["triton_http"] == pytest.approx(
+        onnx["triton_http"]["decode"]["total_ms"] / default["triton_http"]["decode"]["total_ms"], abs=1e-3)
 
-    gmacs = r["gmacs"]["6144x4096"]
-    assert gmacs["edsr_baseline"] > gmacs["hyperthumbnail_decoder"] > 0
-    assert r["gmacs"]["256x192"]["edsr_baseline"] < gmacs["edsr_baseline"]
-
-    assert set(r["triton"]) == {"http", "grpc", "shm"}
-    for protocol, per_direction in r["triton"].items():
-        for direction, m in per_direction.items():
-            assert m["equal_to_inprocess"], (protocol, direction)  # served output == in-process output
-            assert m["server_requests"] == 2 and m["total_ms"] > 0
-            assert set(m["composing_models"]) <= set(m["stages_ms"])
-            # client time minus the server's own request time: Triton closes a request's clock when the
-            # response is released, which can be a fraction of a ms after the client has it
-            assert m["stages_ms"]["network_serialization"] > -1.0
-            assert m["server_peak_rss_mb"] > 0 and m["client_peak_rss_mb"] > 0
-            ratio = r["ratios"][f"triton_{protocol}_over_inprocess_{direction}"]
-            assert ratio == pytest.approx(m["total_ms"] / r["inprocess"][direction]["total_ms"], abs=1e-3)
+    edsr = r["edsr_baseline"]
+    assert edsr["resolution"] == key and edsr["compared_with"] == "onnx"
+    assert set(edsr["decode"]["stages_ms"]) == {"jpeg_decode", "preprocess", "edsr", "postprocess"}
     assert r["ratios"]["edsr_over_ours_decode_total"] == pytest.approx(
-        edsr["total_ms"] / r["inprocess"]["decode"]["total_ms"], abs=1e-3)
+        edsr["decode"]["total_ms"] / onnx["inprocess"]["decode"]["total_ms"], abs=1e-3)
     assert r["ratios"]["edsr_over_ours_gmacs_6k"] > 1
 
     with open(out / "speed.csv") as f:
         rows = list(csv.DictReader(f))
-    paths = {row["path"] for row in rows}
-    assert paths == {"inprocess", "edsr_baseline", "triton_http", "triton_grpc", "triton_shm"}
+    totals = {(row["variant"], row["path"], row["direction"]) for row in rows if row["stage"] == "total"}
+    assert len(totals) == 3 * 2 * 2 + 1 and ("edsr_baseline", "inprocess", "decode") in totals
+    assert all(float(row["over_floor"]) > 0 for row in rows if row["stage"] == "total" and row["variant"] != "edsr_baseline")
     assert (out / "speed.png").stat().st_size > 0
 
 
-def test_speed_refuses_bad_resolution(capsys):
-    assert cli(["bench", "speed", "--resolution", "huge"]) == 1
-    assert "resolution" in capsys.readouterr().err
+def test_speed_refuses_bad_options(capsys):
+    for args, word in ((["--resolutions", "huge"], "resolution"), (["--variants", "onnx,tensorrt"], "variants"),
+                       (["--resolutions", "1080p,4k", "--repeats", "3,2,1"], "repeats"),
+                       (["--url", "127.0.0.1:1", "--protocols", "http"], "one variant"), (["--warmup", "0"], "warmup")):
+        assert cli(["bench", "speed", *args]) == 1, args
+        assert word in capsys.readouterr().err, args

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from hyperthumbnail.metrics import bpp, psnr, psnr_y, ssim
+from hyperthumbnail.metrics import bpp, crop_border, psnr, psnr_cbcr, psnr_y, psnr_y_basicsr, ssim
 
 
 def test_psnr_known_values():
@@ -35,6 +35,54 @@ def test_psnr_y_uses_jfif_luma():
     # a change with zero luma (Cb/Cr only) is invisible to psnr_y
     shifted = a.astype(float) + np.array([0.587, -0.299, 0.0]) * 10
     assert psnr_y(a, shifted) > 200  # only float rounding error left
+
+
+def test_psnr_border_ignores_a_corrupted_border():
+    a = np.full((20, 24, 3), 100, np.uint8)
+    b = a + 3  # interior: a constant offset of 3 -> MSE 9
+    b[:2] = 0
+    b[:, -2:] = 255
+    assert psnr(a, b, border=2) == pytest.approx(20 * math.log10(255 / 3))
+    assert psnr(a, b) < psnr(a, b, border=2) - 10  # the border counts without it
+    assert crop_border(a, 2).shape == (16, 20, 3)
+    with pytest.raises(ValueError, match="leaves nothing"):
+        psnr(a, b, border=10)
+    with pytest.raises(ValueError, match=">= 0"):
+        psnr(a, b, border=-1)
+
+
+def basicsr_reference(a: np.ndarray, b: np.ndarray, crop: int) -> float:
+    """BasicSR's calculate_psnr(test_y_channel=True) step by step: crop, float32 /255, studio Y, x255."""
+    def y(img):
+        img = img[crop:-crop, crop:-crop].astype(np.float32) / 255.0
+        return (np.dot(img, [65.481, 128.553, 24.966]) + 16.0) / 255.0 * 255.0
+    mse = np.mean((y(a).astype(np.float64) - y(b).astype(np.float64)) ** 2)
+    return 10 * math.log10(255**2 / mse)
+
+
+def test_psnr_y_basicsr_known_values():
+    a = np.full((24, 24, 3), 90, np.uint8)
+    b = a + 5  # grey offset of 5 -> studio Y moves by 5 * 219 / 255
+    b[:4] = 255  # a corrupted 4-pixel border (crop = scale 4) is left out
+    b[:, :4] = 0
+    assert psnr_y_basicsr(a, b, 4) == pytest.approx(20 * math.log10(255 / (5 * 219 / 255)))
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (30, 26, 3)).astype(np.uint8)
+    b = rng.integers(0, 256, (30, 26, 3)).astype(np.uint8)
+    assert psnr_y_basicsr(a, b, 4) == pytest.approx(basicsr_reference(a, b, 4), abs=1e-4)
+    # studio Y = full-range JFIF Y * 219/255 at the same peak: 1.32 dB above psnr_y on the same pixels
+    assert psnr_y_basicsr(a, b, 2) == pytest.approx(psnr_y(a[2:-2, 2:-2], b[2:-2, 2:-2]) + 20 * math.log10(255 / 219))
+
+
+def test_psnr_cbcr_sees_colour_only():
+    rng = np.random.default_rng(4)
+    a = rng.integers(40, 200, (8, 8, 3)).astype(np.float64)
+    assert psnr_cbcr(a, a + 7) > 200  # a grey shift changes no chroma (only float rounding error left)
+    # a change of Cb by +6 with Y and Cr unchanged (JFIF inverse) -> MSE over the two planes 36 / 2
+    to_ycc = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+    delta = np.linalg.solve(to_ycc, [0.0, 6.0, 0.0])
+    assert psnr_cbcr(a, a + delta) == pytest.approx(10 * math.log10(255**2 / 18))
+    assert psnr_y(a, a + delta) > 200
 
 
 def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -76,37 +76,66 @@ def plot_rd(results: dict, rows: list[dict], out: Path, stem: str = "rd") -> Non
     _bars(results, out / f"{stem}_bars.png")
 
 
-STAGE_COLORS = {"pixels": "tab:gray", "neural": "tab:red", "jpeg coding": "tab:blue",
-                "server queue/scheduling": "tab:orange", "network/serialization": "tab:purple"}
+VARIANT_COLORS = {"onnx": "tab:blue", "openvino-f32": "tab:orange", "openvino": "tab:red",
+                  "edsr_baseline": "tab:gray"}
+PATH_HATCHES = {"inprocess": "", "triton_http": "//", "triton_grpc": "..", "triton_shm": "xx"}
 
 
-def plot_speed(results: dict, rows: list[dict], path: Path) -> None:
-    """Encode and decode panels; one stacked bar per path (stage categories), total ms at the end."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for ax, direction in zip(axes, ("encode", "decode")):
-        paths = list(dict.fromkeys(r["path"] for r in rows if r["direction"] == direction))
-        for y, name in enumerate(paths):
-            left = 0.0
-            for category, color in STAGE_COLORS.items():
-                ms = sum(r["ms"] for r in rows if r["path"] == name and r["direction"] == direction
-                         and r["category"] == category)
-                if ms > 0:
-                    ax.barh(y, ms, left=left, color=color, label=category)
-                    left += ms
-            total = next(r["ms"] for r in rows if r["path"] == name and r["direction"] == direction
-                         and r["stage"] == "total")
-            ax.annotate(f" {total:.0f} ms", (left, y), va="center", fontsize=8)
-        ax.set_yticks(range(len(paths)), paths)
-        ax.invert_yaxis()
-        ax.set_xlabel("ms (median total; stacked: per-stage breakdown)")
+def plot_speed(results: dict, path: Path) -> None:
+    """One panel per direction: per resolution a group of bars (variant x path, log scale), the
+    median total printed on each; a black line over each variant's bars marks its compute floor."""
+    speed = results["speed"]
+    keys = list(speed)
+    variants = list(dict.fromkeys(v for per_variant in speed.values() for v in per_variant))
+    paths = [p for p in PATH_HATCHES if any(p in speed[k][v] for k in keys for v in speed[k])]
+    edsr = results.get("edsr_baseline")
+    slots = len(variants) * len(paths) + (1 if edsr else 0)
+    width = 0.85 / slots
+    fig, axes = plt.subplots(2, 1, figsize=(min(22.0, max(10.0, 0.45 * slots * len(keys))), 9), squeeze=False)
+    for ax, direction in zip(axes[:, 0], ("encode", "decode")):
+        for g, key in enumerate(keys):
+            bars = sum(1 for v in variants for p in paths if speed[key].get(v, {}).get(p, {}).get(direction))
+            with_edsr = bool(edsr and direction == "decode" and edsr["resolution"] == key)
+            left = g - (bars + with_edsr) * width / 2  # the group centred on its tick
+            for v in variants:
+                start = left
+                for p in paths:
+                    r = speed[key].get(v, {}).get(p, {}).get(direction)
+                    if not r:
+                        continue
+                    ax.bar(left + width / 2, r["total_ms"] / 1e3, width, color=VARIANT_COLORS.get(v),
+                           hatch=PATH_HATCHES[p], edgecolor="white", linewidth=0.3)
+                    ax.annotate(f"{r['total_ms'] / 1e3:.3g}", (left + width / 2, r["total_ms"] / 1e3),
+                                ha="center", va="bottom", fontsize=6, rotation=90)
+                    left += width
+                floor = results["floor_ms"][key].get(v, {}).get(direction)
+                if floor:
+                    ax.hlines(floor / 1e3, start, left, colors="black", linewidth=1.6)
+            if with_edsr:
+                total = edsr["decode"]["total_ms"] / 1e3
+                ax.bar(left + width / 2, total, width, color=VARIANT_COLORS["edsr_baseline"])
+                ax.annotate(f"{total:.3g}", (left + width / 2, total), ha="center", va="bottom", fontsize=6, rotation=90)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(keys)), keys)
+        ax.set_ylabel("seconds (median total, log scale)")
         ax.set_title(direction)
-        ax.grid(axis="x", alpha=0.3)
-        ax.margins(x=0.15)
-    handles = {h.get_label(): h for ax in axes for h in ax.get_legend_handles_labels()[0]}
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles), fontsize=8)
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.margins(y=0.15)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=VARIANT_COLORS.get(v)) for v in variants]
+    labels = list(variants)
+    handles += [plt.Rectangle((0, 0), 1, 1, facecolor="darkgray", hatch=PATH_HATCHES[p], edgecolor="white")
+                for p in paths]
+    labels += paths
+    if edsr:
+        handles.append(plt.Rectangle((0, 0), 1, 1, color=VARIANT_COLORS["edsr_baseline"]))
+        labels.append(f"EDSR baseline ({edsr['model']['runtime']})")
+    handles.append(plt.Line2D([0], [0], color="black", linewidth=1.6))
+    labels.append("compute floor (GMACs / measured peak rate)")
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8)
     meta = results["meta"]
-    fig.suptitle(f"{meta['resolution']} on {meta['machine']['cpu_model']} ({meta['machine']['usable_cores']} cores)",
-                 fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.suptitle(f"encode / decode per resolution, runtime variant and path on {meta['machine']['cpu_model']} "
+                 f"({meta['machine']['usable_cores']} cores, load average {meta['machine']['load_average_1_5_15'][0]} "
+                 f"at the start; {meta['date'][:10]})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,11 +1,14 @@
 """`bench rd`: rate-distortion of every method on every dataset, from real .jpg files.
 
-Per image and method: bpp = 8 * file bytes / HR pixels; HR PSNR, SSIM (RGB) and PSNR-Y of the
-rebuilt image; thumbnail PSNR of the file as Pillow decodes it (what a viewer shows) against
-Pillow's bicubic downscale of the original by exactly `scale` (`jpeg.bicubic_downscale`; for
-sides that are multiples of `scale` that is the plain resize to W/scale x H/scale). Dataset rows are means over images.
-Writes rd.json,
-rd.csv (dataset x method), rd_images.csv (per image) and the plots.
+Per image and method: bpp = 8 * file bytes / HR pixels; of the rebuilt HR photo: PSNR on RGB over
+the whole image (the paper's metric, the headline), PSNR on RGB without a 2-pixel border, SSIM,
+PSNR on JFIF luma, and BasicSR's Y PSNR (studio-range Y, `scale` border pixels cropped); of the
+thumbnail as Pillow decodes it (what a viewer shows) against Pillow's bicubic downscale of the
+original by exactly `scale` (`jpeg.bicubic_downscale`; for sides that are multiples of `scale`
+that is the plain resize to W/scale x H/scale): PSNR on RGB, on JFIF luma and on the JFIF Cb+Cr
+planes (the colour error). Dataset rows are means over images, plus the worst image's thumbnail
+PSNR and its name. Writes rd.json, rd.csv (dataset x method), rd_images.csv (per image) and the
+plots. docs/benchmarks.md defines every column.
 """
 from __future__ import annotations
 
@@ -20,14 +23,18 @@ from tqdm import tqdm
 
 from ..codec.images import bicubic_downscale, list_images, load_image
 from ..metrics import bpp as bits_per_pixel
-from ..metrics import psnr, psnr_y, ssim
+from ..metrics import psnr, psnr_cbcr, psnr_y, psnr_y_basicsr, ssim
 from ..weights import default_weights_path, file_sha256
 from . import DATASETS, METHODS
 from .jpeg import decode_jpeg
 from .machine import machine_info, utc_now
 from .methods import NEEDS_OUR_FILE, Coded, bicubic_jpeg_codec, hyperthumbnail_codec, sr_baseline_codec
 
-METRICS = ("bpp", "psnr", "ssim", "psnr_y", "lr_psnr")
+# Per image; dataset rows hold their means. The first five are the original columns (same order).
+METRICS = ("bpp", "psnr", "ssim", "psnr_y", "lr_psnr",
+           "psnr_border2", "psnr_y_basicsr", "lr_psnr_y", "lr_psnr_cbcr")
+WORST = ("lr_psnr_worst", "lr_psnr_worst_image")  # dataset rows only: min over images of lr_psnr, and which
+BORDER = 2  # pixels left out on each side for `psnr_border2`
 IMAGE_FIELDS = ("dataset", "image", "width", "height", "method", "bytes", *METRICS, "quality", "target_bpp", "seconds")
 
 
@@ -47,7 +54,7 @@ class RDConfig:
 
 
 def image_metrics(image: np.ndarray, coded: Coded, scale: int) -> dict[str, float]:
-    """bpp of the whole file, HR fidelity, and the thumbnail a viewer shows vs bicubic."""
+    """bpp of the whole file, HR fidelity, and the thumbnail a viewer shows vs bicubic (METRICS)."""
     h, w = image.shape[:2]
     reference = bicubic_downscale(image, scale)
     lh, lw = reference.shape[:2]
@@ -58,6 +65,10 @@ def image_metrics(image: np.ndarray, coded: Coded, scale: int) -> dict[str, floa
         "ssim": ssim(coded.recon, image),
         "psnr_y": psnr_y(coded.recon, image),
         "lr_psnr": psnr(thumb, reference),
+        "psnr_border2": psnr(coded.recon, image, border=BORDER),
+        "psnr_y_basicsr": psnr_y_basicsr(coded.recon, image, crop=scale),
+        "lr_psnr_y": psnr_y(thumb, reference),
+        "lr_psnr_cbcr": psnr_cbcr(thumb, reference),
     }
 
 
@@ -157,14 +168,16 @@ class RDBenchmark:
 
 
 def summarize(rows: list[dict], datasets: list[str], methods: list[str]) -> dict:
-    """{dataset: {method: {metric: mean over images}}}."""
+    """{dataset: {method: {metric: mean over images, lr_psnr_worst: min, lr_psnr_worst_image: its name}}}."""
     out: dict = {}
     for d in datasets:
         out[d] = {}
         for m in methods:
             sel = [r for r in rows if r["dataset"] == d and r["method"] == m]
             if sel:
-                out[d][m] = {k: float(np.mean([r[k] for r in sel])) for k in METRICS}
+                worst = min(sel, key=lambda r: r["lr_psnr"])
+                out[d][m] = {**{k: float(np.mean([r[k] for r in sel])) for k in METRICS},
+                             "lr_psnr_worst": float(worst["lr_psnr"]), "lr_psnr_worst_image": worst["image"]}
     return out
 
 
@@ -180,12 +193,13 @@ def write_outputs(results: dict, rows: list[dict], out: Path, stem: str = "rd") 
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     with open(out / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dataset", "method", "images", *METRICS, "mean_quality", "seconds_per_image"])
+        w.writerow(["dataset", "method", "images", *METRICS, *WORST, "mean_quality", "seconds_per_image"])
         for d, per_method in ((d, v) for d, v in results.items() if d != "meta"):
             for m, vals in per_method.items():
                 sel = [r for r in rows if r["dataset"] == d and r["method"] == m]
                 qualities = [r["quality"] for r in sel if r["quality"] is not None]
                 w.writerow([d, m, len(sel), *(f"{vals[k]:.4f}" for k in METRICS),
+                            f"{vals['lr_psnr_worst']:.4f}", vals["lr_psnr_worst_image"],
                             f"{np.mean(qualities):.1f}" if qualities else "",
                             f"{np.mean([r['seconds'] for r in sel]):.3f}"])
     with open(out / f"{stem}_images.csv", "w", newline="") as f:

@@ -9,11 +9,15 @@ reports at least its parent's peak.
 
     python -m hyperthumbnail.benchmarks.speed_worker SPEC.json RESULT.json
 
-SPEC names the stage and where its inputs lie (the parent's work dir). Every stage first makes a
-reference output through the public path (Pipeline.encode/decode, the client SDK), which is also
-the first warm-up run; the timed runs then split the same work into named steps and must
-reproduce that output exactly. RESULT holds the per-run step times (ms), the RSS before the
-timed runs and the peak RSS, plus stage-specific facts (server statistics, byte equality).
+SPEC names the stage, the runtime variant (runtime + precision) and where its files lie: the
+resolution's folder `workdir` (input.npy, decode_input.jpg: the thumbnail every variant decodes,
+the EDSR files) and the variant's folder `variant_dir` (its in-process thumbnail.jpg and
+decoded.npy, which the Triton stages of the same variant must reproduce). Every stage first
+makes a reference output through the public path (Pipeline.encode/decode, the client SDK),
+which is also the first warm-up run; the timed runs then split the same work into named steps
+and must reproduce that output exactly. RESULT holds the per-run step times (ms), the RSS before
+the timed runs and the peak RSS, plus stage-specific facts (server statistics, byte equality).
+Stage `peak_rate` instead times the compute-floor probe (`compute_floor.peak_rates`).
 """
 from __future__ import annotations
 
@@ -73,16 +77,16 @@ class Stage(ABC):
 def _pipeline(spec: dict):
     from ..pipeline import Pipeline
 
-    # The default runtime and precision, as the default repository the Triton paths are measured on.
-    return Pipeline(spec["weights"], threads=spec["threads"])
+    # The variant's runtime and precision, as in the repository its Triton paths are measured on.
+    return Pipeline(spec["weights"], runtime=spec["runtime"], precision=spec["precision"], threads=spec["threads"])
 
 
 class InProcessEncode(Stage):
     def __init__(self, spec: dict, work: Path):
         self.p = _pipeline(spec)
         self.image = np.load(work / "input.npy")
-        self.work = work
-        self.extra = {}
+        self.out = Path(spec["variant_dir"])
+        self.extra = {"graphs": self.p.describe()}
 
     def reference(self) -> bytes:
         return self.p.encode(self.image)
@@ -99,16 +103,16 @@ class InProcessEncode(Stage):
             return steps.encode_thumbnail(quantized, tables, hr_size, self.p.scale)
 
     def finish(self, output: bytes) -> None:
-        (self.work / "thumbnail.jpg").write_bytes(output)
+        (self.out / "thumbnail.jpg").write_bytes(output)
         self.extra["thumbnail_bytes"] = len(output)
 
 
 class InProcessDecode(Stage):
     def __init__(self, spec: dict, work: Path):
         self.p = _pipeline(spec)
-        self.data = (work / "thumbnail.jpg").read_bytes()
-        self.work = work
-        self.extra = {}
+        self.data = (work / "decode_input.jpg").read_bytes()
+        self.out = Path(spec["variant_dir"])
+        self.extra = {"graphs": self.p.describe()}
 
     def reference(self) -> np.ndarray:
         return self.p.decode(self.data)
@@ -122,7 +126,7 @@ class InProcessDecode(Stage):
             return steps.crop_image(image, hr_size)
 
     def finish(self, output: np.ndarray) -> None:
-        np.save(self.work / "decoded.npy", output)
+        np.save(self.out / "decoded.npy", output)
 
 
 class EDSRDecode(Stage):
@@ -194,12 +198,14 @@ class TritonStage(Stage):
         self.ensemble = ENCODE_MODEL if direction == "encode" else DECODE_MODEL
         config = self.stats_client.get_model_config(self.ensemble)
         self.composing = [s["model_name"] for s in config["ensemble_scheduling"]["step"]]
+        # The in-process output of the same variant (runtime + precision) on the same input.
+        variant_dir = Path(spec["variant_dir"])
         if direction == "encode":
             self.payload = np.load(work / "input.npy")
-            self.expected = (work / "thumbnail.jpg").read_bytes()
+            self.expected = (variant_dir / "thumbnail.jpg").read_bytes()
         else:
-            self.payload = (work / "thumbnail.jpg").read_bytes()
-            self.expected = np.load(work / "decoded.npy")
+            self.payload = (work / "decode_input.jpg").read_bytes()
+            self.expected = np.load(variant_dir / "decoded.npy")
         self.extra = {"composing_models": self.composing}
         self.before: dict = {}
 
@@ -251,6 +257,10 @@ STAGES: dict[str, Callable[[dict, Path], Stage]] = {
 
 
 def measure(spec: dict) -> dict:
+    if spec["stage"] == "peak_rate":
+        from .compute_floor import peak_rates
+
+        return peak_rates([tuple(e) for e in spec["engines"]], spec["threads"], spec["repeats"])
     work = Path(spec["workdir"])
     stage = STAGES[spec["stage"]](spec, work)
     reference = stage.reference()  # also the first warm-up run

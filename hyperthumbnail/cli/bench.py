@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     rd = bench.add_parser(
         "rd", help="rate-distortion vs bicubic+JPEG and an SR baseline, per dataset",
-        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels), HR PSNR, SSIM, PSNR-Y and "
-        "thumbnail PSNR vs Pillow bicubic. Writes rd.json, rd.csv, rd_images.csv and rd_*.png.",
+        description="Per dataset and method: mean bpp (real .jpg bytes / HR pixels); HR PSNR (RGB, whole image: "
+        "the headline), HR PSNR without a 2-pixel border, SSIM, PSNR-Y (JFIF) and BasicSR's Y PSNR; thumbnail "
+        "PSNR vs Pillow bicubic (RGB, JFIF Y, JFIF Cb+Cr) and its worst image. Writes rd.json, rd.csv, "
+        "rd_images.csv and rd_*.png (docs/benchmarks.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rd.add_argument("--datasets", type=_csv_list, default=list(DATASETS), help="folders under --data-root")
     rd.add_argument("--data-root", default="../shared/datasets")
@@ -43,27 +45,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     rd.set_defaults(func=run_rd)
 
+    crops = bench.add_parser(
+        "crops", help="side-by-side crops: bicubic vs old vs new weights' thumbnails and rebuilt photos",
+        description="For each image (default: Kodak kodim05, kodim08, Set14 comic): the old and new weights' .jpg "
+        "(Pipeline.encode) and a bicubic JPEG of the new file's size; crops of the thumbnails as Pillow decodes "
+        "them next to Pillow's bicubic downscale at --thumb-zoom nearest zoom, and of the rebuilt photos next to "
+        "bicubic JPEG + bicubic up and the original at --photo-zoom. Writes <image>_thumbnail.png, "
+        "<image>_photo.png, the .jpg files and crops.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    crops.add_argument("--new-weights", required=True, help="the new weights (.safetensors/.pt)")
+    crops.add_argument("--old-weights", default=None, help="the old weights; default: shipped for the new ones' scale")
+    crops.add_argument("--data-root", default="../shared/datasets", help="where kodak/ and set14/ are (default images)")
+    crops.add_argument("--image", action="append", default=None, metavar="PATH:X,Y,W,H:X,Y,W,H",
+                       help="an image with its thumbnail region and photo region in HR pixels, instead of the "
+                       "default three (repeatable)")
+    crops.add_argument("--thumb-zoom", type=int, default=4, help="nearest-neighbour zoom of the thumbnail crops")
+    crops.add_argument("--photo-zoom", type=int, default=2, help="nearest-neighbour zoom of the photo crops")
+    crops.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino")
+    crops.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    crops.add_argument("--out", default="benchmarks/results/crops")
+    crops.set_defaults(func=_module_run("crops"))
+
     sp = bench.add_parser(
-        "speed", help="encode/decode time in-process vs Triton, vs an EDSR decoder",
-        description="Times encode and decode at one resolution (default 6144x4096) in-process (ONNX Runtime) and "
-        "through Triton (HTTP, gRPC, system shared memory), with a stage breakdown, peak memory per stage, "
-        "decoder GMACs and an EDSR-baseline decoder on the same ONNX Runtime. Writes speed.json, speed.csv, "
-        "speed.png.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sp.add_argument("--resolution", default="6k", help="'6k' (6144x4096) or WxH, e.g. 1024x768")
-    sp.add_argument("--url", default=None, help="HTTP host:port of a running server (default: start one)")
+        "speed", help="encode/decode time per resolution and runtime, in-process vs Triton, vs the compute floor",
+        description="Times encode and decode at each resolution (default 1080p, 4k, 6k) with each runtime variant "
+        "(onnx: ONNX Runtime f32; openvino-f32; openvino: the default precision, bf16 where the CPU has it), "
+        "in-process and through Triton (HTTP, gRPC, system shared memory; one embedded server per variant, one at a "
+        "time), with a stage breakdown, peak memory per measurement, the compute floor of this CPU (graph GMACs over "
+        "a measured peak MAC rate) and an EDSR-baseline decoder on ONNX Runtime at the largest resolution. Writes "
+        "speed.json, speed.csv, speed.png. The full default run takes about half an hour on 2 idle cores.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sp.add_argument("--resolutions", "--resolution", dest="resolutions", default="1080p,4k,6k",
+                    help="comma-separated: 1080p (1920x1080), 4k (3840x2160), 6k (6144x4096) or WxH")
+    sp.add_argument("--variants", default="onnx,openvino-f32,openvino",
+                    help="runtime variants: onnx (ONNX Runtime f32), openvino-f32, openvino (--precision auto)")
+    sp.add_argument("--url", default=None, help="HTTP host:port of a running server (default: start one per variant); "
+                    "it serves one variant: name it with --variants")
     sp.add_argument("--grpc-url", default=None, help="gRPC host:port of that server (with --url)")
     sp.add_argument("--protocols", type=_csv_list, default=["http", "grpc", "shm"],
                     help="Triton paths to time: http, grpc, shm (system shared memory over HTTP); '' via --no-triton")
-    sp.add_argument("--no-triton", action="store_true", help="in-process and EDSR only")
+    sp.add_argument("--no-triton", action="store_true", help="in-process (and EDSR) only")
+    sp.add_argument("--no-edsr", action="store_true", help="skip the EDSR-baseline decoder")
     sp.add_argument("--weights", default=None, help="our weights; default: shipped")
-    sp.add_argument("--image", default=None, help="input photo, resized+cropped to the resolution "
+    sp.add_argument("--image", default=None, help="input photo, resized+cropped to each resolution "
                     "(default: the first of <data-root>/highres, else a synthetic photo-like image)")
     sp.add_argument("--data-root", default="../shared/datasets")
-    sp.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
-    sp.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
-    sp.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    sp.add_argument("--repeats", default=None, help="timed runs per measurement (median reported): one number, or "
+                    "one per resolution (default: 3, and 2 from 16 MP on)")
+    sp.add_argument("--warmup", type=int, default=1, help="untimed runs before them (the first is the reference output)")
+    sp.add_argument("--threads", type=int, default=0, help="in-process runtime threads (0 = all cores; servers use all)")
     sp.add_argument("--model-repository", default="build/bench/model_repository",
-                    help="where the embedded server's repository is built")
+                    help="where the embedded servers' repositories are built (one folder per variant)")
     sp.add_argument("--out", default="benchmarks/results")
     sp.set_defaults(func=run_speed)
 
@@ -196,43 +227,60 @@ def run_rd(args: argparse.Namespace) -> int:
 
 
 def _print_rd(results: dict) -> None:
+    """Two tables (HR photo, thumbnail) so that each fits an 80-column terminal."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="rate-distortion (means per dataset)")
-    for col in ("dataset", "method", "bpp", "HR PSNR", "SSIM", "PSNR-Y", "thumb PSNR"):
-        table.add_column(col, justify="left" if col in ("dataset", "method") else "right")
-    for d, per_method in results.items():
-        if d == "meta":
-            continue
-        for m, v in per_method.items():
-            table.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['ssim']:.4f}", f"{v['psnr_y']:.2f}",
-                          f"{v['lr_psnr']:.2f}")
-    Console().print(table)
+    rows = [(d, m, v) for d, per_method in results.items() if d != "meta" for m, v in per_method.items()]
+    photo = Table(title="HR photo (means per dataset; PSNR in dB)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("dataset", "method", "bpp", "RGB", "RGB\n-2px", "SSIM", "Y\nJFIF", "Y\nBasicSR"):
+        photo.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    for d, m, v in rows:
+        photo.add_row(d, m, f"{v['bpp']:.4f}", f"{v['psnr']:.2f}", f"{v['psnr_border2']:.2f}", f"{v['ssim']:.4f}",
+                      f"{v['psnr_y']:.2f}", f"{v['psnr_y_basicsr']:.2f}")
+    thumb = Table(title="thumbnail vs Pillow bicubic (PSNR in dB)", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("dataset", "method", "RGB", "worst image", "Y", "CbCr"):
+        thumb.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    for d, m, v in rows:
+        thumb.add_row(d, m, f"{v['lr_psnr']:.2f}", f"{v['lr_psnr_worst']:.2f} {v['lr_psnr_worst_image']}",
+                      f"{v['lr_psnr_y']:.2f}", f"{v['lr_psnr_cbcr']:.2f}")
+    console = Console()
+    console.print(photo)
+    console.print(thumb)
 
 
 def run_speed(args: argparse.Namespace) -> int:
-    from ..benchmarks.speed import SpeedBenchmark, SpeedConfig, parse_resolution
+    from ..benchmarks.speed import (
+        SpeedBenchmark,
+        SpeedConfig,
+        parse_repeats,
+        parse_resolutions,
+        parse_variants,
+    )
 
-    try:
-        width, height = parse_resolution(args.resolution)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from exc
     protocols = [] if args.no_triton else args.protocols
     unknown = sorted(set(protocols) - {"http", "grpc", "shm"})
     if unknown:
         raise CLIError(f"unknown protocols {unknown}; choose from http, grpc, shm")
-    if args.repeats < 1:
-        raise CLIError("--repeats must be at least 1")
-    words = ["--resolution", args.resolution, "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+    try:
+        sizes = parse_resolutions(args.resolutions)
+        variants = parse_variants(args.variants)
+        repeats = parse_repeats(args.repeats, len(sizes)) if args.repeats is not None else None
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.warmup < 1:
+        raise CLIError("--warmup must be at least 1 (the first run is the reference output)")
+    words = ["--resolutions", args.resolutions, "--variants", args.variants, "--warmup", str(args.warmup),
              "--out", args.out]
     words += ["--no-triton"] if args.no_triton else ["--protocols", ",".join(args.protocols)]
-    words += _given(("--url", args.url), ("--grpc-url", args.grpc_url), ("--weights", args.weights),
-                    ("--image", args.image), ("--threads", args.threads or None))
-    cfg = SpeedConfig(width=width, height=height, url=args.url, grpc_url=args.grpc_url, protocols=protocols,
-                      weights=args.weights, image=args.image, data_root=Path(args.data_root), repeats=args.repeats,
-                      warmup=args.warmup, threads=args.threads, model_repository=Path(args.model_repository),
-                      out=Path(args.out), command=_command(args, words))
+    words += ["--no-edsr"] if args.no_edsr else []
+    words += _given(("--repeats", args.repeats), ("--url", args.url), ("--grpc-url", args.grpc_url),
+                    ("--weights", args.weights), ("--image", args.image), ("--threads", args.threads or None))
+    cfg = SpeedConfig(resolutions=sizes, variants=variants, url=args.url, grpc_url=args.grpc_url, protocols=protocols,
+                      weights=args.weights, image=args.image, data_root=Path(args.data_root), repeats=repeats,
+                      warmup=args.warmup, threads=args.threads, edsr=not args.no_edsr,
+                      model_repository=Path(args.model_repository), out=Path(args.out), command=_command(args, words))
     try:
         bench = SpeedBenchmark(cfg)
     except (FileNotFoundError, ValueError) as exc:
@@ -247,16 +295,39 @@ def _print_speed(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..benchmarks.speed import flat_rows
+    def cell(r: dict | None, what: str) -> str:
+        if not r:
+            return "-"
+        if what == "ms":
+            return f"{r['total_ms'] / 1e3:.2f} s ({r['over_floor']:.1f}x)"
+        peak = r.get("peak_rss_mb", r.get("client_peak_rss_mb"))
+        server = r.get("server_peak_rss_mb")
+        return f"{peak:.0f}" + (f" + server {server:.0f}" if server else "")
 
-    table = Table(title=f"speed at {results['meta']['resolution']} (median ms)")
-    for col in ("path", "direction", "total ms", "breakdown"):
-        table.add_column(col)
-    for row in flat_rows(results):
-        if row["stage"] == "total":
-            parts = [f"{r['stage']} {r['ms']:.0f}" for r in flat_rows(results)
-                     if r["path"] == row["path"] and r["direction"] == row["direction"] and r["stage"] != "total"]
-            table.add_row(row["path"], row["direction"], f"{row['ms']:.0f}", ", ".join(parts))
-    Console().print(table)
-    for key, value in results["ratios"].items():
-        print(f"{key}: {value}")
+    console = Console()
+    for key, per_variant in results["speed"].items():
+        floor = results["floor_ms"][key]
+        table = Table(title=f"{key}: median time (x the compute floor), peak RSS (MB)")
+        for col in ("variant", "path", "encode", "decode", "encode RSS", "decode RSS"):
+            table.add_column(col)
+        for variant, paths in per_variant.items():
+            for path, per_dir in paths.items():
+                table.add_row(variant, path, cell(per_dir.get("encode"), "ms"), cell(per_dir.get("decode"), "ms"),
+                              cell(per_dir.get("encode"), "rss"), cell(per_dir.get("decode"), "rss"))
+        console.print(table)
+        print("compute floor: " + ", ".join(f"{v} encode {f['encode'] / 1e3:.2f} s / decode {f['decode'] / 1e3:.2f} s"
+                                            for v, f in floor.items()))
+    print("peak MAC rate (GMAC/s): " + ", ".join(f"{p} {r}" for p, r in results["peak_rate"]["peak_gmac_per_s"].items()))
+    for variant, per_res in results["ratios"]["onnx_over"].items():
+        for key, per_dir in per_res.items():
+            print(f"onnx / {variant} at {key}: " + "; ".join(
+                f"{d} " + ", ".join(f"{path} {r}" for path, r in paths.items() if r is not None)
+                for d, paths in per_dir.items()))
+    for key in ("decode_6k_onnx_over_openvino", "edsr_over_ours_decode_total", "edsr_over_ours_gmacs_6k"):
+        if key in results["ratios"]:
+            print(f"{key}: {results['ratios'][key]}")
+    differ = [f"{key} {variant} {path} {d}" for key, per_variant in results["speed"].items()
+              for variant, paths in per_variant.items() for path, per_dir in paths.items()
+              for d, r in per_dir.items() if r.get("equal_to_inprocess") is False]
+    if differ:
+        print("WARNING: served output differs from the in-process output of the same variant: " + "; ".join(differ))

@@ -2,7 +2,8 @@
 
 The templates (committed) hold every config and the thin Python-backend `model.py` files; the
 neural graphs are not committed. `build_repository` copies the templates, writes the scale into
-the configs, exports the ONNX graphs into `encoder/1`, `qpm/1`, `decoder/1` and leaves a stamp
+the configs, puts the ONNX graphs into `encoder/1`, `qpm/1`, `decoder/1` (copied from the weights'
+export cache, the files the in-process pipeline runs; exported there first if missing) and leaves a stamp
 (weights hash, scale, target, hash of templates and graph code) so a second call with the same
 inputs does nothing.
 
@@ -205,7 +206,7 @@ def build_repository(
         say(f"model repository {out_dir} is up to date")
         return out_dir
 
-    from ..export.onnx_export import export_graph, load_export_model, write_manifest
+    from ..export.onnx_export import load_export_model, write_manifest
 
     model, _ = load_export_model(source, scale)
     if model.scale != scale:
@@ -221,10 +222,10 @@ def build_repository(
         for name in SCALED_MODELS:
             config = staging / name / "config.pbtxt"
             config.write_text(set_parameter(config.read_text(), "scale", str(scale)))
+        cache = _graph_cache(source)
         for name in NEURAL_MODELS:
             for file, graph in _graph_files(name, target, {}).items():
-                say(f"exporting {graph}.onnx")
-                export_graph(model, graph, staging / name / "1" / file)
+                _place_graph(model, graph, staging / name / "1" / file, cache, say)
             if target == "cpu":
                 config = staging / name / "config.pbtxt"
                 text = set_parameter(config.read_text(), "runtime", runtime)
@@ -246,6 +247,40 @@ def build_repository(
         raise
     say(f"model repository ready in {out_dir} ({target}, scale {scale})")
     return out_dir
+
+
+def _graph_cache(source) -> Path | None:
+    """The export cache of a weights file (`runtime.graphs.graph_cache_dir`: the graphs the
+    in-process pipeline runs); None for a model instance, which has no file to key it by."""
+    if not isinstance(source, Path):
+        return None
+    from ..runtime.graphs import graph_cache_dir
+
+    return graph_cache_dir(source)
+
+
+def _place_graph(model, graph: str, dest: Path, cache: Path | None, say) -> None:
+    """Copy `graph` from the weights' export cache, exporting it into the cache first if missing:
+    the repositories of several runtimes (and the CLI) share one export, and the same files."""
+    from ..export.onnx_export import export_graph
+
+    cached = cache / f"{graph}.onnx" if cache is not None else None
+    if cached is not None and not cached.is_file():
+        partial = cached.with_name(f".{graph}.{os.getpid()}.onnx")
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            say(f"exporting {graph}.onnx")
+            export_graph(model, graph, partial)
+            os.replace(partial, cached)  # atomic: a concurrent reader sees no half-written graph
+        except OSError:  # a read-only cache: export straight into the repository
+            cached = None
+        finally:
+            partial.unlink(missing_ok=True)
+    if cached is None:
+        say(f"exporting {graph}.onnx")
+        export_graph(model, graph, dest)
+    else:
+        shutil.copyfile(cached, dest)
 
 
 def set_max_batch_size(config: str, max_batch: int) -> str:
