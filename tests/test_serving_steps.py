@@ -346,9 +346,11 @@ def test_build_errors(tmp_path, fake_export, small_model):
     assert fake_export == []
 
 
-def test_serve_cli_builds_every_target(tmp_path, fake_export, capsys):
+def test_serve_cli_builds_every_target(tmp_path, fake_export, capsys, monkeypatch):
     """`hyperthumbnail serve --target` offers every repository target; the NGC ones are build-only."""
     from hyperthumbnail.cli import build_parser, main
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "cache"))  # placeholder graphs stay here
 
     for target in repository.TARGETS:
         assert build_parser().parse_args(["serve", "--target", target]).target == target
