@@ -249,9 +249,13 @@ def test_set_parameter():
 
 
 @pytest.fixture
-def fake_export(monkeypatch):
-    """Skip the real ONNX export (tests/test_server.py runs it): write placeholder graphs."""
+def fake_export(monkeypatch, tmp_path_factory):
+    """Skip the real ONNX export (tests/test_server.py runs it): write placeholder graphs, into a
+    graph cache of their own (the builder exports into the weights' cache: placeholders in the
+    shared one would break every later test that runs the shipped weights' graphs)."""
     import hyperthumbnail.export.onnx_export as onnx_export
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path_factory.mktemp("graph-cache")))
 
     calls = []
 
