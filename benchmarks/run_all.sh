@@ -21,6 +21,6 @@ git show 7e8e3f1:hyperthumbnail/weights/hyperthumbnail_x4.safetensors > build/hy
 .venv/bin/hyperthumbnail bench rd-curve --targets 0.2,0.3,0.32,0.45,0.6
 .venv/bin/hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6
 .venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
-.venv/bin/hyperthumbnail bench speed --resolutions 1080p,4k,6k --variants onnx,openvino-f32,openvino   # 20-30 min on 2 cores
+.venv/bin/hyperthumbnail bench speed --resolutions 1080p,4k,6k --variants onnx,openvino-f32,openvino   # ~15 min on 2 idle cores
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
-.venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, ~30 min; the 6K encode needs ~12 GB
+.venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, 6 cases, ~15 min on 2 idle cores

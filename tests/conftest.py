@@ -36,13 +36,14 @@ def served_runner(repository: Path, model: str, graph: str | None = None):
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2
 
-    from hyperthumbnail.runtime.select import graph_precisions, make_runner
+    from hyperthumbnail.runtime.select import graph_precisions, graph_runtime, make_runner
 
     graph = graph or model
     config = text_format.Parse((repository / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
     runtime, precision = (config.parameters[k].string_value for k in ("runtime", "precision"))
     file = "model.onnx" if graph == model else f"{graph}.onnx"
-    return make_runner(repository / model / "1" / file, runtime, graph_precisions(runtime, precision, (graph,))[graph])
+    return make_runner(repository / model / "1" / file, graph_runtime(runtime, graph),
+                       graph_precisions(runtime, precision, (graph,))[graph])
 
 
 def served_weights():

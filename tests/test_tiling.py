@@ -150,7 +150,9 @@ def test_decoder_features_receptive_field(graphs, runtime):
     changed = np.abs(moved - base).reshape(base.shape[0], 80, 8, 80, 8).max(axis=(0, 2, 4)) > 0
     rows, cols = np.nonzero(changed)
     reach = max(40 - rows.min(), rows.max() - 40, 40 - cols.min(), cols.max() - 40)
-    assert reach == tiling.DECODER_FEATURES_MARGIN_BLOCKS
+    # The margin must cover the reach; the farthest block's change can round to exactly 0 (one
+    # CI run saw 34 with ONNX Runtime), so the measured reach may fall a block or two short of 35.
+    assert tiling.DECODER_FEATURES_MARGIN_BLOCKS - 2 <= reach <= tiling.DECODER_FEATURES_MARGIN_BLOCKS
 
 
 @pytest.mark.parametrize("runtime", ["openvino", "onnx"])

@@ -22,7 +22,7 @@ import numpy as np
 from ..weights import file_sha256
 from .onnx import OnnxRunner
 from .openvino import cpu_has_native_bf16
-from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions, make_runner
+from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions, graph_runtime, make_runner
 from .tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
@@ -102,13 +102,18 @@ class Graphs:
         for name in GRAPH_FILES:
             if not (self.dir / f"{name}.onnx").is_file():
                 raise FileNotFoundError(f"graph not found: {self.dir / f'{name}.onnx'}")
-        self.runners = _LazyRunners(lambda name: make_runner(self.dir / f"{name}.onnx", runtime,
+        self.runners = _LazyRunners(lambda name: make_runner(self.dir / f"{name}.onnx", graph_runtime(runtime, name),
                                                              self.precisions[name], threads))
 
     def describe(self) -> str:
-        """e.g. 'openvino (encoder bf16, qpm f32, ...)', for logs and benchmark records."""
+        """e.g. 'openvino (encoder bf16, qpm f32 on onnx, ...)', for logs and benchmark records."""
         native = "native bf16" if cpu_has_native_bf16() else "no native bf16"
-        return f"{self.runtime} ({', '.join(f'{k} {v}' for k, v in self.precisions.items())}; {native})"
+        def one(name: str, precision: str) -> str:
+            runs_on = graph_runtime(self.runtime, name)
+            return f"{name} {precision}" + ("" if runs_on == self.runtime else f" on {runs_on}")
+
+        graphs = ", ".join(one(k, v) for k, v in self.precisions.items())
+        return f"{self.runtime} ({graphs}; {native})"
 
     def coefficients(self, padded: np.ndarray) -> np.ndarray:
         """Padded HR uint8 HxWx3 -> unquantized coefficients (3, 64, h, w) float32 (tiled)."""

@@ -21,7 +21,7 @@ import triton_python_backend_utils as pb_utils
 from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
-from ..runtime.select import graph_precisions, make_runner
+from ..runtime.select import graph_precisions, graph_runtime, make_runner
 from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 
@@ -209,7 +209,7 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
     (default openvino / auto, like the in-process pipeline)."""
     runtime = model.params.get("runtime") or "openvino"
     precision = graph_precisions(runtime, model.params.get("precision") or "auto", names=(graph,))[graph]
-    return make_runner(path, runtime, precision, model.param_int("intra_op_threads", 0))
+    return make_runner(path, graph_runtime(runtime, graph), precision, model.param_int("intra_op_threads", 0))
 
 
 class DecoderModel(_PythonModel):
