@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..client import HyperThumbnailClient
-from ..codec.images import load_image
+from ..codec.images import bicubic_downscale, load_image
+from ..codec.thumbnail import read_thumbnail
 from ..metrics import bpp, psnr
 from .repository import build_repository
 from .server_process import TritonServer, free_port
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                 restored = client.decode(jpeg)
                 t2 = time.perf_counter()
                 thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # as any viewer shows it
-                ref = np.asarray(Image.fromarray(image).resize(thumb.shape[1::-1], Image.BICUBIC))
+                ref = bicubic_downscale(image, read_thumbnail(jpeg).scale)  # the reference of `bench rd`
                 table.add_row(name, f"{w}x{h}", f"{thumb.shape[1]}x{thumb.shape[0]}",
                               f"{bpp(len(jpeg), w, h):.3f}", f"{psnr(restored, image):.2f}",
                               f"{psnr(thumb, ref):.2f}", f"{(t1 - t0) * 1e3:.0f}", f"{(t2 - t1) * 1e3:.0f}")
