@@ -50,8 +50,10 @@ CASES = (
     Case(DECODE_MODEL, "1080p", "grpc"),
     Case(ENCODE_MODEL, "1080p", "http"),
     Case(ENCODE_MODEL, "1080p", "grpc"),
+    Case(DECODE_MODEL, "6k", "http", interval_ms=40_000, stability_pct=30, max_windows=4),
     Case(DECODE_MODEL, "6k", "grpc", interval_ms=40_000, stability_pct=30, max_windows=4),
     Case(ENCODE_MODEL, "6k", "http", interval_ms=40_000, stability_pct=30, max_windows=4),
+    Case(ENCODE_MODEL, "6k", "grpc", interval_ms=40_000, stability_pct=30, max_windows=4),
 )
 QUICK = (Case(DECODE_MODEL, "256x192", "http", interval_ms=1000, stability_pct=1000, max_windows=3),)
 
