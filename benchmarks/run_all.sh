@@ -23,4 +23,4 @@ git show 7e8e3f1:hyperthumbnail/weights/hyperthumbnail_x4.safetensors > build/hy
 .venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
 .venv/bin/hyperthumbnail bench speed --resolutions 1080p,4k,6k --variants onnx,openvino-f32,openvino   # ~15 min on 2 idle cores
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
-.venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, 6 cases, ~15 min on 2 idle cores
+.venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, 8 cases, ~24 min on 2 idle cores
