@@ -119,7 +119,7 @@ class Graphs:
         """Padded HR uint8 HxWx3 -> unquantized coefficients (3, 64, h, w) float32 (tiled)."""
         encoder = self.runners["encoder"]
         return encode_tiled(lambda image: encoder.run({"image": image})["coefficients"], padded, self.scale,
-                            self.tile_pixels, getattr(encoder, "release_memory", None))
+                            self.tile_pixels, encoder.release_memory)
 
     def quantize(self, coefficients: np.ndarray, table_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """-> (quantized int32 (3, 64, h, w), tables int32 (2, 64)); the tables see the whole image."""
@@ -132,8 +132,8 @@ class Graphs:
         features, body = self.runners["decoder_features"], self.runners["decoder_body"]
         return decode_tiled(lambda q, t: features.run({"quantized": q, "tables": t})["features"],
                             lambda f: body.run({"features": f})["image"], quantized, tables, self.scale,
-                            self.tile_pixels, self.feature_tile_blocks, getattr(features, "release_memory", None),
-                            getattr(body, "release_memory", None))
+                            self.tile_pixels, self.feature_tile_blocks, features.release_memory,
+                            body.release_memory)
 
 
 def export_graphs(weights: str | Path | None, out_dir: str | Path, scale: int,

@@ -51,3 +51,7 @@ class OnnxRunner:
             raise ValueError(f"{self.path.name}: missing inputs {sorted(missing)}")
         adapted = {name: self._adapt(name, feeds[name]) for name in self.inputs}
         return dict(zip(self.output_names, self.session.run(self.output_names, adapted)))
+
+    def release_memory(self) -> None:
+        """Nothing to do: ONNX Runtime's memory arena has no per-session release (the same method as
+        `OpenVinoRunner`'s, so callers need not ask which runner they hold)."""

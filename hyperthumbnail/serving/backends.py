@@ -234,8 +234,8 @@ class DecoderModel(_PythonModel):
         run_features = lambda q, t: self.features.run({"quantized": q, "tables": t})["features"]  # noqa: E731
         run_body = lambda f: self.body.run({"features": f})["image"]  # noqa: E731
         images = [decode_tiled(run_features, run_body, quantized, tables, self.scale, self.tile_pixels,
-                               self.feature_tile_blocks, getattr(self.features, "release_memory", None),
-                               getattr(self.body, "release_memory", None))
+                               self.feature_tile_blocks, self.features.release_memory,
+                               self.body.release_memory)
                   for quantized, tables in zip(inputs["quantized"], inputs["tables"])]
         return {"image": images[0][None] if len(images) == 1 else np.stack(images)}
 
@@ -266,8 +266,8 @@ class OnnxModel(_PythonModel):
             images = inputs["image"]
             if images.shape[2] * images.shape[3] > self.tile_pixels:
                 run = lambda image: self.runner.run({"image": image})["coefficients"]  # noqa: E731
-                release = getattr(self.runner, "release_memory", None)
-                return {"coefficients": np.stack([encode_tiled(run, image, self.scale, self.tile_pixels, release)
+                return {"coefficients": np.stack([encode_tiled(run, image, self.scale, self.tile_pixels,
+                                                               self.runner.release_memory)
                                                   for image in images])}
         return self.runner.run(inputs)
 
