@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "ADMIN_HEADER", "ADMIN_KEY_ENV", "COEF_LIMIT", "DECODE_MODEL", "DEFAULT_MAX_PIXELS", "ENCODE_AT_BPP_MODEL",
-    "ENCODE_MODEL", "ENSEMBLES", "GRPC_ADMIN_HEADER", "MAX_BATCH", "MODELS", "NEURAL_MODELS", "ModelSpec", "TensorSpec",
+    "ENCODE_MODEL", "ENSEMBLES", "GRPC_ADMIN_HEADER", "MAX_BATCH", "MODELS", "NATIVE_ONLY_MODELS", "NEURAL_MODELS",
+    "SERVED_GRAPHS", "ModelSpec", "TensorSpec",
 ]
 
 # ---------------------------------------------------------------------------- limits
@@ -28,6 +29,10 @@ DECODE_MODEL = "hyperthumbnail_decode"  # ensemble: .jpg bytes -> photo
 ENSEMBLES = (ENCODE_MODEL, DECODE_MODEL)  # what a client waits for
 ENCODE_AT_BPP_MODEL = "hyperthumbnail_encode_at_bpp"  # server-side rate control (Python/BLS)
 NEURAL_MODELS = ("encoder", "qpm", "decoder")  # exported graphs (ONNX / TensorRT)
+NATIVE_ONLY_MODELS = ("preprocess", "postprocess")  # pixel steps the NGC targets' graphs need
+# The graphs the NGC targets' native backends serve as encoder and decoder: uint8 HWC in and out,
+# so no float HR image travels between ensemble steps (TensorRT plans are built from them too).
+SERVED_GRAPHS = {"encoder": "encoder_u8", "decoder": "decoder_u8"}
 
 # ---------------------------------------------------------------------------- the admin key
 # Restricted admin APIs (serving/server_flags.py) want the operator's key in a request header;
@@ -61,26 +66,33 @@ _THUMBNAIL = _t("THUMBNAIL", "STRING", 1)  # the .jpg bytes
 _HR_SIZE = _t("HR_SIZE", "INT32", 2)  # (width, height) of the photo
 _QUANTIZED = _t("QUANTIZED", "INT32", 3, 64, -1, -1)  # Y, Cb, Cr x 64 natural-order DCT entries x blocks
 _TABLES = _t("TABLES", "INT32", 2, 64)  # luma, chroma quantization tables
-_IMAGE_F32 = _t("IMAGE_F32", "FP32", 3, -1, -1)  # CHW in [0, 1]
+_IMAGE_PADDED = _t("IMAGE_PADDED", "UINT8", -1, -1, 3)  # edge-padded to whole 8x8 thumbnail blocks
+_TABLE_SCALE_IN, _TABLE_SCALE = _t("TABLE_SCALE", "FP32", 1, optional=True), _t("TABLE_SCALE", "FP32", 1)
 # The photo's metadata: an RGB ICC profile and an EXIF block ("Exif\0\0" + TIFF); optional on
 # encode (carried into the thumbnail), b"" on decode where the thumbnail has none.
 _ICC_IN, _EXIF_IN = _t("ICC_PROFILE", "STRING", 1, optional=True), _t("EXIF", "STRING", 1, optional=True)
 _ICC_OUT, _EXIF_OUT = _t("ICC_PROFILE", "STRING", 1), _t("EXIF", "STRING", 1)
 
 MODELS: dict[str, ModelSpec] = {
-    ENCODE_MODEL: ModelSpec((_IMAGE, _t("TABLE_SCALE", "FP32", 1, optional=True), _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
+    ENCODE_MODEL: ModelSpec((_IMAGE, _TABLE_SCALE_IN, _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
     DECODE_MODEL: ModelSpec((_THUMBNAIL,), (_IMAGE, _ICC_OUT, _EXIF_OUT)),
     ENCODE_AT_BPP_MODEL: ModelSpec(
         (_IMAGE, _t("TARGET_BPP", "FP32", 1), _t("TOLERANCE", "FP32", 1, optional=True)),
         (_THUMBNAIL, _t("TABLE_SCALE", "FP32", 1), _t("BPP", "FP32", 1))),
-    "preprocess": ModelSpec((_IMAGE, _t("TABLE_SCALE", "FP32", 1, optional=True)),
-                            (_IMAGE_F32, _HR_SIZE, _t("TABLE_SCALE", "FP32", 1))),
-    "encoder": ModelSpec((_t("image", "FP32", 3, -1, -1),), (_t("coefficients", "FP32", 3, 64, -1, -1),)),
+    # The CPU repository's encoder (Python backend) pads the photo itself and passes the table
+    # scale on: the uint8 photo is the only HR tensor of the encode ensemble (no float copy, no
+    # padded copy between steps). The NGC targets' encoder is the `encoder_u8` graph after
+    # `preprocess` (configs/{gpu,openvino}.pbtxt).
+    "encoder": ModelSpec((_t("image", "UINT8", -1, -1, 3), _TABLE_SCALE_IN),
+                         (_t("coefficients", "FP32", 3, 64, -1, -1), _HR_SIZE, _TABLE_SCALE)),
     "qpm": ModelSpec((_t("coefficients", "FP32", 3, 64, -1, -1), _t("table_scale", "FP32", 1)),
                      (_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64))),
     "jpeg_encode": ModelSpec((_QUANTIZED, _TABLES, _HR_SIZE, _ICC_IN, _EXIF_IN), (_THUMBNAIL,)),
     "jpeg_decode": ModelSpec((_THUMBNAIL,), (_QUANTIZED, _TABLES, _HR_SIZE, _ICC_OUT, _EXIF_OUT)),
-    "decoder": ModelSpec((_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64)),
-                         (_t("image", "UINT8", -1, -1, 3),)),  # padded; the graphs end in uint8
-    "postprocess": ModelSpec((_t("IMAGE_PADDED", "UINT8", -1, -1, 3), _HR_SIZE), (_IMAGE,)),
+    # The CPU repository's decoder crops to HR_SIZE itself (the image leaves it once, at its size).
+    "decoder": ModelSpec((_t("quantized", "INT32", 3, 64, -1, -1), _t("tables", "INT32", 2, 64), _HR_SIZE),
+                         (_IMAGE,)),
+    # Only in the NGC targets, around their native-backend encoder and decoder graphs.
+    "preprocess": ModelSpec((_IMAGE, _TABLE_SCALE_IN), (_IMAGE_PADDED, _HR_SIZE, _TABLE_SCALE)),
+    "postprocess": ModelSpec((_IMAGE_PADDED, _HR_SIZE), (_IMAGE,)),
 }

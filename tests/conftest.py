@@ -6,7 +6,7 @@ takes a few more seconds, so `test_server.py`, `test_client.py`, `test_robustnes
 repository copy parts of `served_repository` into their own tmp dir and start their own server.
 
 The served repository uses the shipped weights when they exist, else a randomly initialised
-model (these tests check plumbing, not image quality), and its `preprocess` refuses images above
+model (these tests check plumbing, not image quality), and its `encoder` refuses images above
 `MAX_PIXELS` (lowered so the limit can be hit with a small image).
 """
 from __future__ import annotations
@@ -66,7 +66,7 @@ def served_repository(tmp_path_factory) -> Path:
     from hyperthumbnail.serving.repository import build_repository, set_parameter
 
     repo = build_repository(tmp_path_factory.mktemp("serving") / "model_repository", weights=served_weights(), scale=SCALE)
-    for name in ("preprocess", "hyperthumbnail_encode_at_bpp"):
+    for name in ("encoder", "hyperthumbnail_encode_at_bpp"):
         config = repo / name / "config.pbtxt"
         config.write_text(set_parameter(config.read_text(), "max_pixels", str(MAX_PIXELS)))
     return repo

@@ -59,9 +59,9 @@ def test_a_bad_request_fails_alone(backends):
     good = photo_like(70, 50)[None]
     responses = model.execute([pb_utils.Request(IMAGE=good), pb_utils.Request(IMAGE=np.zeros((1, 8, 8), np.uint8)),
                                pb_utils.Request(IMAGE=good, TABLE_SCALE=np.array([[2.0]], np.float32))])
-    expected_image, expected_size = steps.preprocess_batch(good, SCALE)
+    expected_image, expected_size = steps.pad_batch(good, SCALE)
     first, bad, third = responses
-    np.testing.assert_array_equal(outputs(first)["IMAGE_F32"], expected_image)
+    np.testing.assert_array_equal(outputs(first)["IMAGE_PADDED"], expected_image)
     np.testing.assert_array_equal(outputs(first)["HR_SIZE"], expected_size)
     assert outputs(first)["TABLE_SCALE"].tolist() == [[1.0]]  # the config's default where the request has none
     assert outputs(third)["TABLE_SCALE"].tolist() == [[2.0]]
@@ -115,7 +115,10 @@ def test_onnx_model_says_how_to_build_a_missing_graph(backends, tmp_path):
 def test_encode_at_bpp_model_searches_like_the_pipeline(backends):
     """The served rate control (BLS into the neural models) gives the in-process search's bytes."""
     pipeline = Pipeline(scale=SCALE)
-    pb_utils.bls_handler = lambda model, inputs: pipeline.graphs[model].run(inputs)
+    # The served encoder takes the padded uint8 photo (what Graphs.coefficients takes), the QPM its graph's tensors.
+    pb_utils.bls_handler = lambda model, inputs: (
+        {"coefficients": pipeline.graph_set.coefficients(inputs["image"][0])[None]} if model == "encoder"
+        else pipeline.graphs[model].run(inputs))
     model = make_model(backends.EncodeAtBppModel, "hyperthumbnail_encode_at_bpp", template_config("hyperthumbnail_encode_at_bpp"))
     image = photo_like(160, 96, seed=3)
     target = 0.5
@@ -126,3 +129,34 @@ def test_encode_at_bpp_model_searches_like_the_pipeline(backends):
     assert result["BPP"][0, 0] == pytest.approx(achieved, rel=1e-6)
     refused = model.execute([pb_utils.Request(IMAGE=image[None], TARGET_BPP=np.array([[-1.0]], np.float32))])[0]
     assert refused.has_error() and "TARGET_BPP" in refused.error().message()
+
+
+def test_encoder_and_decoder_models_pad_and_crop_as_the_pipeline(backends, tmp_path):
+    """The CPU repository's encoder takes the photo as sent (pads it itself) and its decoder crops:
+    the same coefficients and pixels as the in-process pipeline, on the same graph files."""
+    from hyperthumbnail.runtime.graphs import graph_cache_dir
+
+    pipeline = Pipeline(scale=SCALE)
+    cache = graph_cache_dir(pipeline.weights)
+    for model, graphs in (("encoder", {"model.onnx": "encoder"}),
+                          ("decoder", {f"{g}.onnx": g for g in ("decoder_features", "decoder_body")})):
+        (tmp_path / model / "1").mkdir(parents=True)
+        for file, graph in graphs.items():
+            (tmp_path / model / "1" / file).symlink_to(cache / f"{graph}.onnx")
+    encoder = make_model(backends.EncoderModel, "encoder", template_config("encoder"), tmp_path / "encoder")
+    decoder = make_model(backends.DecoderModel, "decoder", template_config("decoder"), tmp_path / "decoder")
+
+    image = photo_like(150, 90, seed=4)  # not a multiple of 32: padded by the encoder, cropped by the decoder
+    encoded = outputs(encoder.execute([pb_utils.Request(image=image[None])])[0])
+    coefficients, hr_size = pipeline.analyze(image)
+    np.testing.assert_array_equal(encoded["coefficients"][0], coefficients)
+    assert encoded["HR_SIZE"].tolist() == [list(hr_size)] and encoded["TABLE_SCALE"].tolist() == [[1.0]]
+    bad = encoder.execute([pb_utils.Request(image=np.zeros((1, 8, 8), np.uint8))])[0]
+    assert bad.has_error() and bad.error().message().startswith("encoder: expected a (batch, H, W, 3) image tensor")
+
+    data = pipeline.encode(image)
+    quantized, tables, size = steps.decode_thumbnail(data, SCALE)
+    decoded = outputs(decoder.execute([pb_utils.Request(
+        quantized=quantized[None].astype(np.int32), tables=tables[None].astype(np.int32),
+        HR_SIZE=np.array([size], np.int32))])[0])
+    np.testing.assert_array_equal(decoded["IMAGE"][0], pipeline.decode(data))

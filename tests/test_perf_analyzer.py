@@ -94,7 +94,7 @@ def test_engine_parses_a_run_into_our_level_result(binary, triton_server, inputs
     assert result.mean_ms > 0
     server = result.server
     assert server["model"]["name"] == "hyperthumbnail_decode" and server["model"]["requests"] > 0
-    assert set(server["composing"]) == {"jpeg_decode", "decoder", "postprocess"}
+    assert set(server["composing"]) == {"jpeg_decode", "decoder"}
     for split in server["composing"].values():
         assert split["compute_infer_ms"] > 0 and split["queue_ms"] >= 0 and split["avg_batch"] >= 1
     assert server["model"]["request_ms"] <= result.p99_ms * 1.05
@@ -124,7 +124,7 @@ def test_cli_engine_perf_analyzer_writes_our_json(tmp_path, triton_server, proto
     for r in report["results"]:
         assert r["errors"] == 0 and r["stable"] and r["windows"] >= 3
         assert r["throughput"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"]
-        assert set(r["server"]["composing"]) == {"jpeg_decode", "decoder", "postprocess"}
+        assert set(r["server"]["composing"]) == {"jpeg_decode", "decoder"}
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     assert [row["concurrency"] for row in rows] == ["1", "2"] and "decoder.compute_infer_ms" in rows[0]
     assert "perf_analyzer 2.48.0" in capsys.readouterr().out

@@ -593,7 +593,7 @@ def test_cli_through_the_server_reports_the_servers_reason(capsys, tmp_path, tri
     Image.fromarray(photo_like(640, 640)).save(big)  # under the CLI's 50.3 MP, over the served MAX_PIXELS
     code, _, err = run_cli(capsys, "encode", str(big), "-o", str(tmp_path / "b.jpg"), "--url", url,
                            "--protocol", protocol)
-    assert_one_line_error(code, err, "encode", "big.png", "preprocess", f"limit of {MAX_PIXELS} pixels")
+    assert_one_line_error(code, err, "encode", "big.png", "encoder", f"limit of {MAX_PIXELS} pixels")
 
 
 @pytest.mark.server

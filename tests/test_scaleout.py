@@ -216,7 +216,7 @@ def test_admin_apis_refused_without_key_over_http(replica_set, admin_key):
     with pytest.raises(InferenceServerException, match="restricted"):
         client.register_system_shared_memory("probe", "/probe", 64)
     with pytest.raises(InferenceServerException, match="restricted"):
-        client.load_model("preprocess")
+        client.load_model("qpm")
     assert _http_status(url, "/v2/logging") == 403 and _http_status(url, "/v2/trace/setting") == 403
     # open: health, metadata, statistics, inference
     assert client.is_server_ready() and client.get_model_metadata("hyperthumbnail_encode")
@@ -233,7 +233,7 @@ def test_admin_apis_refused_without_key_over_grpc(replica_set, admin_key):
     with pytest.raises(InferenceServerException, match="restricted"):
         client.register_system_shared_memory("probe", "/probe", 64)
     with pytest.raises(InferenceServerException, match="restricted"):
-        client.load_model("preprocess")
+        client.load_model("qpm")
     with pytest.raises(InferenceServerException, match="restricted"):
         client.get_model_repository_index(headers={ADMIN_HEADER: admin_key})  # gRPC needs Triton's prefixed key
     assert client.is_server_ready() and client.get_model_metadata("hyperthumbnail_encode")

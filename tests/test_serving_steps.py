@@ -111,9 +111,9 @@ def test_thumbnail_errors_are_step_errors():
 
 def test_batches():
     images = np.stack([gradient(130, 77)] * 2)
-    chw, sizes = steps.preprocess_batch(images, SCALE)
-    assert chw.shape == (2, 3, 96, 160) and sizes.tolist() == [[130, 77], [130, 77]] and sizes.dtype == np.int32
-    np.testing.assert_array_equal(steps.postprocess_batch(chw, sizes), images)
+    padded, sizes = steps.pad_batch(images, SCALE)
+    assert padded.shape == (2, 96, 160, 3) and sizes.tolist() == [[130, 77], [130, 77]] and sizes.dtype == np.int32
+    np.testing.assert_array_equal(steps.crop_batch(padded, sizes), images)
 
     q, tables = coefficients_for((130, 77))
     thumbs = steps.encode_thumbnail_batch(np.stack([q, q]), np.stack([tables, tables]), sizes, SCALE)
@@ -295,6 +295,11 @@ def test_build_cpu_repository_and_stamp(tmp_path, fake_export):
         parameters = parse_config(out / name / "config.pbtxt").parameters
         assert (parameters["runtime"].string_value, parameters["precision"].string_value) == ("openvino", "auto")
     assert (out / "hyperthumbnail_encode" / "1").is_dir() and (out / "manifest.json").is_file()
+    # the encoder pads and the decoder crops: no pixel steps, no NGC ensembles left behind
+    assert not (out / "preprocess").exists() and not (out / "postprocess").exists()
+    assert [s.model_name for s in parse_config(out / "hyperthumbnail_encode" / "config.pbtxt").ensemble_scheduling.step] == [
+        "encoder", "qpm", "jpeg_encode"]
+    assert not (out / "hyperthumbnail_encode" / "configs").exists()
     assert repository.read_stamp(out)["scale"] == 2
     repository.build_repository(out, weights=small_model, scale=2)  # current: nothing to do
     assert len(fake_export) == 4
@@ -312,11 +317,14 @@ def test_build_cpu_repository_and_stamp(tmp_path, fake_export):
 
 def test_build_openvino_repository(tmp_path, fake_export, small_model):
     out = repository.build_repository(tmp_path / "repo", weights=small_model, target="openvino")
-    assert fake_export == ["encoder", "qpm", "decoder_u8"]  # one decoder graph that ends in uint8
+    assert fake_export == ["encoder_u8", "qpm", "decoder_u8"]  # uint8 in, uint8 out: no float HR image travels
     models = configs(out, gpu=False)
     assert {models[name].backend for name in repository.NEURAL_MODELS} == {"openvino"}
     assert (out / "decoder" / "1" / "model.onnx").read_bytes() == b"onnx decoder_u8"
+    assert (out / "encoder" / "1" / "model.onnx").read_bytes() == b"onnx encoder_u8"
     assert models["preprocess"].backend == "python" and not list(out.glob("*/configs"))
+    assert [s.model_name for s in models["hyperthumbnail_decode"].ensemble_scheduling.step] == [
+        "jpeg_decode", "decoder", "postprocess"]
 
 
 def test_build_gpu_repository_with_plans(tmp_path, fake_export, small_model):
@@ -361,6 +369,6 @@ def test_serve_cli_builds_every_target(tmp_path, fake_export, capsys, monkeypatc
     assert main(["serve", "--target", "openvino", "--model-repository", str(tmp_path / "repo")]) == 1
     assert "--target openvino --build-only" in capsys.readouterr().err
     assert main(["serve", "--target", "openvino", "--build-only", "--model-repository", str(tmp_path / "repo")]) == 0
-    assert fake_export == ["encoder", "qpm", "decoder_u8"]
+    assert fake_export == ["encoder_u8", "qpm", "decoder_u8"]
     models = configs(tmp_path / "repo", gpu=False)
     assert {models[name].backend for name in repository.NEURAL_MODELS} == {"openvino"}

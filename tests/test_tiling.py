@@ -108,13 +108,15 @@ def test_plan_covers_once_and_respects_the_area():
         plan_tiles(100, 100, 9, 100)
 
 
-def test_tiled_encode_of_float_chw_is_the_same(runners, photo):
-    """The server's encoder tiles preprocess's float CHW image: the same coefficients."""
+def test_tiles_converted_to_float_one_by_one_equal_the_whole_float_image(runners, photo):
+    """Each uint8 tile is converted with `steps.preprocess`'s float32 arithmetic: the same
+    coefficients as the graph run on the whole float image (the torch path's input)."""
     from hyperthumbnail.codec.steps import preprocess
 
     chw, _ = preprocess(photo, SCALE)
-    from_uint8 = encode_tiled(_encoder(runners), pad_to_multiple(photo, 8 * SCALE), SCALE, max_tile_pixels=None)
-    np.testing.assert_array_equal(encode_tiled(_encoder(runners), chw, SCALE, max_tile_pixels=SMALL_TILE), from_uint8)
+    whole_float = _encoder(runners)(chw[None])[0]
+    tiled = encode_tiled(_encoder(runners), pad_to_multiple(photo, 8 * SCALE), SCALE, max_tile_pixels=SMALL_TILE)
+    np.testing.assert_array_equal(tiled, whole_float)
 
 
 def _features_runner(graphs: Path, runtime: str):
@@ -181,9 +183,9 @@ def test_graph_set_decodes_tiled_features_like_untiled(graphs, runtime):
     assert whole.shape == (256, 3520, 3)
     np.testing.assert_array_equal(tiled_graphs.reconstruct(quantized, tables), whole)
     np.testing.assert_array_equal(tiled_graphs.reconstruct(quantized, tables), whole)
-    # a 33.5 MP photo (scale 4) is one features tile; a 48 MP one is two
-    assert len(plan_tiles(179, 183, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 1
-    assert len(plan_tiles(192, 256, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 2
+    # a 6144x4096 photo (scale 4) is one features tile; a 48 MP one is four
+    assert len(plan_tiles(128, 192, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 1
+    assert len(plan_tiles(192, 256, tiling.DECODER_FEATURES_MARGIN_BLOCKS, tiling.DEFAULT_FEATURE_TILE_BLOCKS)) == 4
 
 
 def test_runtime_memory_is_released_only_after_tiled_runs():

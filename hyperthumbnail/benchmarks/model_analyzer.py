@@ -25,7 +25,7 @@ from .machine import machine_info, utc_now
 
 TOOL_VENV = Path(".venv-tools/model-analyzer")
 MODEL = DECODE_MODEL
-STEPS = ("jpeg_decode", "decoder", "postprocess")
+STEPS = ("jpeg_decode", "decoder")  # the CPU repository's decode steps
 
 
 def config_yaml(repo: Path, server, perf_analyzer: Path, input_data: Path, export: Path, args) -> str:

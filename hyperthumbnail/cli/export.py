@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{exc} (train a model or pass --weights PATH)") from exc
     out = Path(args.out)
     opset = args.opset or onnx_export.DEFAULT_OPSET
-    # The served decoder (Triton) ends in uint8 HWC: a GPU export builds its plan from decoder_u8.
-    names = onnx_export.GRAPH_NAMES + (("decoder_u8",) if args.target == "gpu" else ())
+    # The served encoder and decoder (Triton) take and give uint8 HWC: a GPU export builds their
+    # plans from encoder_u8 / decoder_u8 (trt_build.SERVED_GRAPHS).
+    names = onnx_export.GRAPH_NAMES + (("encoder_u8", "decoder_u8") if args.target == "gpu" else ())
     for name in names:
         start = time.perf_counter()
         with console.status(f"exporting {name}.onnx"):

@@ -39,11 +39,10 @@ __all__ = [
     "encode_thumbnail",
     "encode_thumbnail_batch",
     "metadata_batch",
+    "pad_batch",
     "pad_photo",
     "postprocess",
-    "postprocess_batch",
     "preprocess",
-    "preprocess_batch",
     "quantize_with_tables",
 ]
 
@@ -212,20 +211,13 @@ def _stack(items: list[np.ndarray], what: str) -> np.ndarray:
     return np.stack(items)
 
 
-def preprocess_batch(images: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """(B, H, W, 3) uint8 -> ((B, 3, H', W') float32, HR sizes (B, 2) int32 as (W, H))."""
+def pad_batch(images: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(B, H, W, 3) uint8 -> ((B, H', W', 3) uint8 edge-padded, HR sizes (B, 2) int32 as (W, H))."""
     if images.ndim != 4:
         raise StepError(f"expected a (batch, H, W, 3) image tensor, got shape {images.shape}")
-    out = [preprocess(image, scale, max_pixels) for image in images]
+    out = [pad_photo(image, scale, max_pixels) for image in images]
     return np.stack([o[0] for o in out]), np.array([o[1] for o in out], dtype=np.int32).reshape(-1, 2)
-
-
-def postprocess_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
-    """(B, 3, H', W') float + (B, 2) sizes -> (B, H, W, 3) uint8 (all sizes in a request must agree)."""
-    if len(images) != len(hr_sizes):
-        raise StepError(f"{len(images)} images but {len(hr_sizes)} HR sizes")
-    return _stack([postprocess(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
 
 
 def crop_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:

@@ -56,6 +56,10 @@ GRAPH_IO: dict[str, tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]] = {
         (TensorSpec("image", "float32", ("batch", 3, "height", "width")),),
         (TensorSpec("coefficients", "float32", _COEF_SHAPE),),
     ),
+    "encoder_u8": (
+        (TensorSpec("image", "uint8", ("batch", "height", "width", 3)),),
+        (TensorSpec("coefficients", "float32", _COEF_SHAPE),),
+    ),
     "qpm": (
         (TensorSpec("coefficients", "float32", _COEF_SHAPE), TensorSpec("table_scale", "float32", ("batch",))),
         (TensorSpec("quantized", "int32", _COEF_SHAPE), TensorSpec("tables", "int32", _TABLES_SHAPE)),
@@ -88,6 +92,19 @@ class EncoderGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return image_to_coefficients(self.model.encoder(image))
+
+
+class EncoderU8Graph(nn.Module):
+    """image (B,H,W,3) uint8, padded -> unquantized DCT coefficients: the float conversion inside
+    the graph (the NGC targets' native backends), so only the uint8 photo travels to it."""
+
+    def __init__(self, model: HyperThumbnail):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        chw = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # as runtime.tiling.encode_tiled
+        return image_to_coefficients(self.model.encoder(chw))
 
 
 class QPMGraph(nn.Module):
@@ -168,6 +185,8 @@ def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...
     device = next(model.parameters()).device
     if name == "encoder":
         return (image.to(device),)
+    if name == "encoder_u8":
+        return ((image * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().to(device),)
     if name == "qpm":
         return coefficients.to(device), torch.ones(2, device=device)
     q, tables = model.encode(image.to(device))
@@ -186,7 +205,8 @@ def _dynamic_shapes(name: str) -> dict[str, dict[int, str]]:
             for t in inputs}
 
 
-_GRAPH_MODULES = {"encoder": EncoderGraph, "qpm": QPMGraph, "decoder": DecoderGraph, "decoder_u8": DecoderU8Graph,
+_GRAPH_MODULES = {"encoder": EncoderGraph, "encoder_u8": EncoderU8Graph, "qpm": QPMGraph, "decoder": DecoderGraph,
+                  "decoder_u8": DecoderU8Graph,
                   "decoder_features": DecoderFeaturesGraph, "decoder_body": DecoderBodyGraph}
 
 

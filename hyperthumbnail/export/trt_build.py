@@ -20,6 +20,7 @@ from types import ModuleType
 import numpy as np
 import onnx
 
+from ..interface import SERVED_GRAPHS
 from .onnx_export import GRAPH_NAMES
 
 MAX_HR_SIDE = 6144  # 6K photos in both orientations: 6144x4096 and 4096x6144
@@ -79,11 +80,14 @@ def plan_profiles(scale: int = 4, max_batch: int = DEFAULT_MAX_BATCH, max_hr_sid
     grid_max = max_hr_side // block
     grid_opt = (opt_hr_size[0] // block, opt_hr_size[1] // block)
     coefficients = ShapeRange((1, 3, 64, 1, 1), (1, 3, 64, *grid_opt), (max_batch, 3, 64, grid_max, grid_max))
+    decoder = {"quantized": coefficients, "tables": ShapeRange((1, 2, 64), (1, 2, 64), (max_batch, 2, 64))}
+    hr_opt, hr_max = (grid_opt[0] * block, grid_opt[1] * block), grid_max * block
     return {
-        "encoder": {"image": ShapeRange((1, 3, block, block), (1, 3, grid_opt[0] * block, grid_opt[1] * block),
-                                        (max_batch, 3, grid_max * block, grid_max * block))},
+        "encoder": {"image": ShapeRange((1, 3, block, block), (1, 3, *hr_opt), (max_batch, 3, hr_max, hr_max))},
+        "encoder_u8": {"image": ShapeRange((1, block, block, 3), (1, *hr_opt, 3), (max_batch, hr_max, hr_max, 3))},
         "qpm": {"coefficients": coefficients, "table_scale": ShapeRange((1,), (1,), (max_batch,))},
-        "decoder": {"quantized": coefficients, "tables": ShapeRange((1, 2, 64), (1, 2, 64), (max_batch, 2, 64))},
+        "decoder": decoder,
+        "decoder_u8": decoder,
     }
 
 
@@ -160,10 +164,10 @@ def build_plans(onnx_dir: str | Path, out_dir: str | Path | None = None, scale: 
     plans = {}
     for name in GRAPH_NAMES:
         exact = name == "qpm"  # rounds to integers: full fp32, see the module docstring
-        source = onnx_dir / f"{name}.onnx"
-        if name == "decoder" and (onnx_dir / "decoder_u8.onnx").is_file():
-            source = onnx_dir / "decoder_u8.onnx"  # what the served decoder is: it ends in uint8 HWC
-        plans[name] = build_plan(source, out_dir / f"{name}.plan", profiles[name],
+        graph = SERVED_GRAPHS.get(name, name)
+        if not (onnx_dir / f"{graph}.onnx").is_file():
+            graph = name
+        plans[name] = build_plan(onnx_dir / f"{graph}.onnx", out_dir / f"{name}.plan", profiles[graph],
                                  fp16=fp16 and not exact, tf32=not exact)
     return plans
 

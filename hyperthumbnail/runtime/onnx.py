@@ -23,12 +23,15 @@ _ORT_TO_NUMPY = {
 class OnnxRunner:
     """An onnxruntime session that takes Triton-shaped tensors by name.
 
+    `memory_arena=False` for a long-lived process that should not keep the buffers of the largest
+    input it saw (ONNX Runtime's arena never shrinks).
+
     Triton gives batch-only inputs (ONNX shape `(B,)`, e.g. `table_scale`) the shape `(B, 1)`
     (config dims [1]); such inputs are squeezed to the graph's rank here.
     """
 
     def __init__(self, path: str | Path, intra_op_threads: int = 0,
-                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",), memory_arena: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -36,6 +39,7 @@ class OnnxRunner:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = memory_arena  # off: every call's buffers go back after it
         self.path = Path(path)
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=list(providers))
         self.inputs = {i.name: i for i in self.session.get_inputs()}

@@ -48,8 +48,9 @@ def graph_precisions(runtime: str, precision: str = "auto", names: tuple[str, ..
     return {name: resolve_precision("auto", preferred.get(name, "f32")) for name in names}  # type: ignore[arg-type]
 
 
-def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0):
-    """A runner (`run(feeds) -> outputs`) for one graph file.
+def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0, memory_arena: bool = True):
+    """A runner (`run(feeds) -> outputs`) for one graph file (`memory_arena`: ONNX Runtime's, see
+    `OnnxRunner`).
 
     OpenVINO keeps its compiled blobs beside the graph (`openvino_cache/`): a second process
     starts in a fraction of the compile time (the CLI starts one per command).
@@ -63,7 +64,7 @@ def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int =
         raise ValueError(f"ONNX Runtime runs f32 only, not {precision}")
     from .onnx import OnnxRunner
 
-    return OnnxRunner(path, intra_op_threads=threads)
+    return OnnxRunner(path, intra_op_threads=threads, memory_arena=memory_arena)
 
 
 def _writable(directory: Path) -> Path | None:

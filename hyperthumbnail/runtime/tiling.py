@@ -9,8 +9,8 @@ Only the convolutional parts tile. The QPM averages its MLP over all blocks of t
 tables are image-wide), so it runs once on the whole coefficient array (small: 1/16 of the HR
 pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`, at
 block resolution) has a receptive field of 35 blocks, so it runs whole up to
-`DEFAULT_FEATURE_TILE_BLOCKS` blocks (33.5 MP at scale 4) and in a few large tiles above (a 48 MP
-photo: 2 tiles, 1.33x its compute, itself ~5% of the decoder's MACs); the decoder body runs in tiles
+`DEFAULT_FEATURE_TILE_BLOCKS` blocks (6144x4096, 25.2 MP at scale 4) and in a few large tiles above
+(a 48 MP photo: 4 tiles, 1.74x its compute, itself ~5% of the decoder's MACs); the decoder body runs in tiles
 of `DEFAULT_TILE_PIXELS` with a 5-block margin.
 """
 from __future__ import annotations
@@ -52,9 +52,10 @@ DEFAULT_TILE_PIXELS = 8_000_000
 # Largest decoder_features tile, in blocks including margins. The graph peaks at ~35 KiB per
 # block (its 1536-channel tail before the pixel shuffle; measured with OpenVINO f32), and the
 # runtimes keep most of that allocated after the call (OpenVINO's buffers, ONNX Runtime's arena):
-# at most ~1.1 GiB. Grids up to this size (33.5 MP at scale 4: 20 MP photos) run whole, as
-# before; a 48 MP photo (256x192 blocks) runs as 2 tiles of 163x192.
-DEFAULT_FEATURE_TILE_BLOCKS = 32_768
+# at most ~0.85 GiB. Grids up to this size (6144x4096 at scale 4, the paper's 6K, and 20 MP photos)
+# run whole, as before; a 48 MP photo (192x256 blocks) runs as 4 tiles of at most 131x163, which
+# keeps the server's 48 MP decode near 2 GiB (docs/benchmarks.md).
+DEFAULT_FEATURE_TILE_BLOCKS = 24_576
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,11 @@ def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.nda
 
     `run_encoder`: (1, 3, h', w') float32 in [0, 1] -> (1, 3, 64, h'/(8s), w'/(8s)). Each tile is
     converted to float on its own (the whole image in float32 would be 12 bytes per pixel).
-    A float32 CHW `padded` (3, H, W) in [0, 1] (the server's preprocess output) is cropped as is.
     `release`: called after a run in tiles (a large photo), so a long-lived process does not keep
     the encoder runtime's buffers for the largest photo it saw (see `decode_tiled`).
     """
     unit = 8 * scale
-    chw_input = padded.ndim == 3 and padded.shape[0] == 3 and padded.dtype == np.float32
-    height, width = padded.shape[1:] if chw_input else padded.shape[:2]
+    height, width = padded.shape[:2]
     rows, cols = height // unit, width // unit
     max_area = None if max_tile_pixels is None else max(1, max_tile_pixels // (unit * unit))
     out: np.ndarray | None = None
@@ -131,11 +130,8 @@ def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.nda
     for tile in tiles:
         ey, ex = tile.extent
         rows_px, cols_px = slice(ey.start * unit, ey.stop * unit), slice(ex.start * unit, ex.stop * unit)
-        if chw_input:
-            chw = np.ascontiguousarray(padded[:, rows_px, cols_px])
-        else:
-            chw = np.ascontiguousarray(padded[rows_px, cols_px].transpose(2, 0, 1), dtype=np.float32)
-            chw /= np.float32(255.0)  # the same float32 arithmetic as steps.preprocess
+        chw = np.ascontiguousarray(padded[rows_px, cols_px].transpose(2, 0, 1), dtype=np.float32)
+        chw /= np.float32(255.0)  # the same float32 arithmetic as steps.preprocess
         coefficients = run_encoder(chw[None])[0]
         if out is None:
             out = np.empty((3, 64, rows, cols), dtype=coefficients.dtype)

@@ -10,6 +10,7 @@ dynamic batcher put in the same `execute` call are served normally.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import warnings
 from collections import defaultdict
@@ -21,14 +22,32 @@ import triton_python_backend_utils as pb_utils
 from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
-from ..runtime.select import graph_precisions, graph_runtime, make_runner
+from ..runtime.select import EXACT_GRAPHS, graph_precisions, graph_runtime, make_runner
 from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
+
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return None
 
 
 class _PythonModel:
-    """Config parsing and the per-request loop; subclasses implement `run(inputs) -> outputs`."""
+    """Config parsing and the per-request loop; subclasses implement `run(inputs) -> outputs`.
+
+    A stub lives as long as the server, so it must not keep the largest photo's buffers: glibc
+    raises its mmap threshold after each large free (up to 32 MiB), after which buffers of a few
+    MiB come from the heap and stay there. A fixed 1 MiB threshold gives every larger buffer back
+    to the OS when it is freed, and `malloc_trim` after each batch returns the heap's free tail.
+    """
 
     def initialize(self, args: dict) -> None:
+        self.libc = _libc()
+        if self.libc is not None:
+            self.libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
         self.model_config = json.loads(args["model_config"])
         self.name = args["model_name"]
         self.version_dir = Path(args["model_repository"]) / args["model_version"]
@@ -71,6 +90,12 @@ class _PythonModel:
         raise NotImplementedError
 
     def execute(self, requests):
+        responses = self.respond(requests)
+        if self.libc is not None:
+            self.libc.malloc_trim(0)
+        return responses
+
+    def respond(self, requests) -> list:
         responses = []
         for request in requests:
             try:
@@ -83,26 +108,29 @@ class _PythonModel:
         pass
 
 
+def table_scales(model: _PythonModel, inputs: dict[str, np.ndarray], batch: int) -> np.ndarray:
+    """The request's optional TABLE_SCALE (B, 1) checked, else the `table_scale` parameter (1.0)."""
+    if "TABLE_SCALE" in inputs:  # optional: the client's rate control
+        return steps.check_table_scale(inputs["TABLE_SCALE"], batch)
+    return np.full((batch, 1), float(model.params.get("table_scale") or 1.0), dtype=np.float32)
+
+
 class PreprocessModel(_PythonModel):
-    """IMAGE uint8 (B, H, W, 3) [+ optional TABLE_SCALE (B, 1)] -> IMAGE_F32 (B, 3, H', W') padded,
-    HR_SIZE (B, 2), TABLE_SCALE (B, 1) (the `table_scale` parameter where the request has none)."""
+    """NGC targets only. IMAGE uint8 (B, H, W, 3) [+ optional TABLE_SCALE (B, 1)] -> IMAGE_PADDED
+    uint8 (B, H', W', 3) edge-padded, HR_SIZE (B, 2), TABLE_SCALE (B, 1)."""
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
         self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
-        self.table_scale = float(self.params.get("table_scale") or 1.0)
 
     def run(self, inputs):
-        image, hr_size = steps.preprocess_batch(inputs["IMAGE"], self.scale, self.max_pixels)
-        if "TABLE_SCALE" in inputs:  # optional: the client's rate control
-            table_scale = steps.check_table_scale(inputs["TABLE_SCALE"], len(image))
-        else:
-            table_scale = np.full((len(image), 1), self.table_scale, dtype=np.float32)
-        return {"IMAGE_F32": image, "HR_SIZE": hr_size, "TABLE_SCALE": table_scale}
+        image, hr_size = steps.pad_batch(inputs["IMAGE"], self.scale, self.max_pixels)
+        return {"IMAGE_PADDED": image, "HR_SIZE": hr_size, "TABLE_SCALE": table_scales(self, inputs, len(image))}
 
 
 class PostprocessModel(_PythonModel):
-    """IMAGE_PADDED uint8 (B, H', W', 3) + HR_SIZE (B, 2) -> IMAGE uint8 (B, H, W, 3) cropped to (W, H)."""
+    """NGC targets only. IMAGE_PADDED uint8 (B, H', W', 3) + HR_SIZE (B, 2) -> IMAGE uint8
+    (B, H, W, 3) cropped to (W, H)."""
 
     def run(self, inputs):
         return {"IMAGE": steps.crop_batch(inputs["IMAGE_PADDED"], inputs["HR_SIZE"])}
@@ -144,8 +172,8 @@ class EncodeAtBppModel(_PythonModel):
     Server-side rate control: the same search as `hyperthumbnail.ratecontrol.encode_at_bpp`, in
     one request. An ensemble cannot loop, so this Python model calls the `encoder` once and the
     `qpm` once per probe through BLS (business logic scripting: the neural models stay where the
-    repository put them, onnxruntime or TensorRT), and does pixels and Huffman coding itself
-    with the functions `preprocess` and `jpeg_encode` run. Out-of-reach targets return the
+    repository put them), and does the padding and Huffman coding itself with the functions the
+    encoder and `jpeg_encode` run (the encoder gets the padded photo: it pads nothing more). Out-of-reach targets return the
     closest file; BPP says where it landed.
     """
 
@@ -174,8 +202,8 @@ class EncodeAtBppModel(_PythonModel):
 
     # The ratecontrol.TwoStageEncoder protocol, on the served models.
     def analyze(self, image: np.ndarray, max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-        chw, hr_size = steps.preprocess(image, self.scale, max_pixels or self.max_pixels)
-        return self.infer("encoder", {"image": chw[None]}, ["coefficients"])["coefficients"][0], hr_size
+        padded, hr_size = steps.pad_photo(image, self.scale, max_pixels or self.max_pixels)
+        return self.infer("encoder", {"image": padded[None]}, ["coefficients"])["coefficients"][0], hr_size
 
     def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
         out = self.infer("qpm", {"coefficients": coefficients[None],
@@ -209,14 +237,18 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
     (default openvino / auto, like the in-process pipeline)."""
     runtime = model.params.get("runtime") or "openvino"
     precision = graph_precisions(runtime, model.params.get("precision") or "auto", names=(graph,))[graph]
-    return make_runner(path, graph_runtime(runtime, graph), precision, model.param_int("intra_op_threads", 0))
+    # The QPM runs on ONNX Runtime under every runtime; without the arena it gives its buffers back
+    # after each call instead of keeping the largest photo's (360 MiB at 48 MP) for good.
+    return make_runner(path, graph_runtime(runtime, graph), precision, model.param_int("intra_op_threads", 0),
+                       memory_arena=graph not in EXACT_GRAPHS)
 
 
 class DecoderModel(_PythonModel):
-    """quantized + tables -> image uint8 (B, H', W', 3): `1/decoder_features.onnx` (whole up to
-    `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` in tiles of `tile_pixels`
-    (`runtime.tiling.decode_tiled`, as the in-process pipeline), one image at a time (a 48 MP
-    image's memory is the tiles', whatever the batch)."""
+    """quantized + tables + HR_SIZE -> IMAGE uint8 (B, H, W, 3): `1/decoder_features.onnx` (whole up
+    to `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` in tiles of
+    `tile_pixels` (`runtime.tiling.decode_tiled`, as the in-process pipeline), one image at a time
+    (a 48 MP image's memory is the tiles', whatever the batch), each cropped to its HR size here so
+    the image leaves the stub once, at its own size."""
 
     def setup(self) -> None:
         paths = {name: self.version_dir / f"{name}.onnx" for name in ("decoder_features", "decoder_body")}
@@ -233,15 +265,51 @@ class DecoderModel(_PythonModel):
     def run(self, inputs):
         run_features = lambda q, t: self.features.run({"quantized": q, "tables": t})["features"]  # noqa: E731
         run_body = lambda f: self.body.run({"features": f})["image"]  # noqa: E731
-        images = [decode_tiled(run_features, run_body, quantized, tables, self.scale, self.tile_pixels,
-                               self.feature_tile_blocks, self.features.release_memory,
-                               self.body.release_memory)
-                  for quantized, tables in zip(inputs["quantized"], inputs["tables"])]
-        return {"image": images[0][None] if len(images) == 1 else np.stack(images)}
+        if not len(inputs["quantized"]) == len(inputs["tables"]) == len(inputs["HR_SIZE"]):
+            raise steps.StepError("quantized, tables and HR_SIZE differ in batch size")
+        images = [steps.crop_image(decode_tiled(run_features, run_body, quantized, tables, self.scale,
+                                                self.tile_pixels, self.feature_tile_blocks,
+                                                self.features.release_memory, self.body.release_memory), hr_size)
+                  for quantized, tables, hr_size in zip(inputs["quantized"], inputs["tables"], inputs["HR_SIZE"])]
+        if len({image.shape for image in images}) > 1:
+            raise steps.StepError("the thumbnails in one request decode to different sizes; send them as separate requests")
+        return {"IMAGE": images[0][None] if len(images) == 1 else np.stack(images)}
+
+
+class EncoderModel(_PythonModel):
+    """image uint8 (B, H, W, 3), the photo [+ optional TABLE_SCALE (B, 1)] -> coefficients
+    (B, 3, 64, h, w), HR_SIZE (B, 2), TABLE_SCALE (B, 1): each photo edge-padded here
+    (`steps.pad_photo`; a padded photo pads nothing more) and run through `1/model.onnx` as the
+    in-process pipeline does (`runtime.tiling.encode_tiled`: float one tile at a time, tiles of
+    `tile_pixels` above it, coefficients identical), one photo at a time."""
+
+    def setup(self) -> None:
+        path = self.version_dir / "model.onnx"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: build the repository with "
+                                    "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
+        self.runner = graph_runner(self, path, self.name)
+        self.scale = self.param_int("scale", 4)
+        self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
+        self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
+
+    def run(self, inputs):
+        images = np.asarray(inputs["image"])
+        if images.ndim != 4:
+            raise steps.StepError(f"expected a (batch, H, W, 3) image tensor, got shape {images.shape}")
+        run = lambda tile: self.runner.run({"image": tile})["coefficients"]  # noqa: E731
+        coefficients, sizes = [], []
+        for image in images:
+            padded, hr_size = steps.pad_photo(image, self.scale, self.max_pixels)
+            coefficients.append(encode_tiled(run, padded, self.scale, self.tile_pixels, self.runner.release_memory))
+            sizes.append(hr_size)
+            del padded  # before the next photo's copy
+        return {"coefficients": np.stack(coefficients), "HR_SIZE": np.array(sizes, dtype=np.int32).reshape(-1, 2),
+                "TABLE_SCALE": table_scales(self, inputs, len(images))}
 
 
 class OnnxModel(_PythonModel):
-    """An exported graph (`1/model.onnx`) on onnxruntime; tensor names are the graph's.
+    """An exported graph (`1/model.onnx`, the QPM) on onnxruntime; tensor names are the graph's.
 
     Requests whose inputs have the same shapes are concatenated into one onnxruntime call, so the
     dynamic batcher's batches become real batches; if a merged call fails, the requests are rerun
@@ -257,30 +325,17 @@ class OnnxModel(_PythonModel):
                                     "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
         self.runner = graph_runner(self, path, self.name)
         self.call_max_bytes = self.param_int("call_max_bytes", steps.DEFAULT_CALL_MAX_BYTES)
-        # The encoder runs large images in tiles (bit-exact, runtime.tiling): memory of one tile.
-        self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
-        self.scale = self.param_int("scale", 4)
-
-    def _run_one(self, inputs):
-        if self.name == "encoder" and self.tile_pixels is not None:
-            images = inputs["image"]
-            if images.shape[2] * images.shape[3] > self.tile_pixels:
-                run = lambda image: self.runner.run({"image": image})["coefficients"]  # noqa: E731
-                return {"coefficients": np.stack([encode_tiled(run, image, self.scale, self.tile_pixels,
-                                                               self.runner.release_memory)
-                                                  for image in images])}
-        return self.runner.run(inputs)
 
     def run(self, inputs):
         batch = len(next(iter(inputs.values())))
         item_bytes = sum(v.nbytes for v in inputs.values()) // max(1, batch)
-        parts = [self._run_one({k: v[part] for k, v in inputs.items()})
+        parts = [self.runner.run({k: v[part] for k, v in inputs.items()})
                  for part in steps.batch_slices(batch, item_bytes, self.call_max_bytes)]
         if len(parts) == 1:  # the usual case: no copy
             return {name: parts[0][name] for name in self.output_dtypes}
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_dtypes}
 
-    def execute(self, requests):
+    def respond(self, requests):
         responses: list = [None] * len(requests)
         groups: dict[tuple, list[tuple[int, dict]]] = defaultdict(list)
         for index, request in enumerate(requests):

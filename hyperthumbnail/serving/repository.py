@@ -9,10 +9,14 @@ inputs does nothing.
 
 Targets:
 * `cpu` (default): the embedded tritonserver from the nvidia-pytriton wheel, which has only the
-  Python backend; the neural models are Python-backend wrappers running onnxruntime.
+  Python backend; the neural models are Python-backend wrappers running OpenVINO or onnxruntime.
+  The encoder pads the uint8 photo itself and the decoder crops: no `preprocess`/`postprocess`
+  steps, so the photo is the only HR tensor that travels between steps.
 * `gpu`: for the NGC Triton container: the neural models become `platform: "onnxruntime_onnx"`
-  (or `"tensorrt_plan"` where a plan is given) with KIND_GPU instances; the JPEG and pixel steps
-  stay Python-backend models (they need `hyperthumbnail` installed in the container).
+  (or `"tensorrt_plan"` where a plan is given) with KIND_GPU instances, the encoder and decoder
+  the uint8-in / uint8-out graphs; `preprocess` (padding) and `postprocess` (cropping) around them
+  and the JPEG steps are Python-backend models (they need `hyperthumbnail` in the container); the
+  ensembles come from `configs/gpu.pbtxt`.
 * `openvino`: for CPU deployments in the NGC Triton container: the neural models run the same
   ONNX graphs on Triton's own `openvino` backend (KIND_CPU); the other steps as for `gpu`.
 """
@@ -28,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from ..interface import ENCODE_AT_BPP_MODEL, ENCODE_MODEL, ENSEMBLES, MAX_BATCH, NEURAL_MODELS
+from ..interface import ENCODE_AT_BPP_MODEL, ENCODE_MODEL, ENSEMBLES, MAX_BATCH, NATIVE_ONLY_MODELS, NEURAL_MODELS, SERVED_GRAPHS
 
 __all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_dir", "RepositoryError"]
 
@@ -124,14 +128,14 @@ def read_stamp(repository: str | Path) -> dict | None:
 
 def _graph_files(name: str, target: str, plans: Mapping[str, Path]) -> dict[str, str]:
     """File in `<name>/1/` -> exported graph. The CPU decoder is split for tiling; the native
-    backends (gpu, openvino) take the decoder that ends in uint8 as one graph."""
+    backends (gpu, openvino) take the encoder that starts and the decoder that ends in uint8."""
     if name in plans:
         return {"model.plan": name}
-    if name == "decoder":
-        if target == "cpu":
+    if target == "cpu":
+        if name == "decoder":
             return {f"{graph}.onnx": graph for graph in ("decoder_features", "decoder_body")}
-        return {"model.onnx": "decoder_u8"}
-    return {"model.onnx": name}
+        return {"model.onnx": name}
+    return {"model.onnx": SERVED_GRAPHS.get(name, name)}
 
 
 def _complete(repository: Path, plans: dict[str, Path], target: str = "cpu") -> bool:
@@ -222,6 +226,7 @@ def build_repository(
         for name in SCALED_MODELS:
             config = staging / name / "config.pbtxt"
             config.write_text(set_parameter(config.read_text(), "scale", str(scale)))
+        _select_ensembles(staging, target)
         cache = _graph_cache(source)
         for name in NEURAL_MODELS:
             for file, graph in _graph_files(name, target, {}).items():
@@ -247,6 +252,20 @@ def build_repository(
         raise
     say(f"model repository ready in {out_dir} ({target}, scale {scale})")
     return out_dir
+
+
+def _select_ensembles(repository: Path, target: str) -> None:
+    """The CPU target's ensembles are the templates' config.pbtxt and it has no pixel steps; the
+    NGC targets' ensembles (with `preprocess` / `postprocess` around native graphs) are
+    `configs/<target>.pbtxt`."""
+    for name in ENSEMBLES:
+        configs = repository / name / "configs"
+        if target != "cpu":
+            (repository / name / "config.pbtxt").write_text((configs / f"{target}.pbtxt").read_text())
+        shutil.rmtree(configs)
+    if target == "cpu":
+        for name in NATIVE_ONLY_MODELS:
+            shutil.rmtree(repository / name)
 
 
 def _graph_cache(source) -> Path | None:

@@ -1,6 +1,6 @@
-"""Triton Python model `encoder`: encoder.onnx (HR image -> LR DCT coefficients) on onnxruntime (CPU).
+"""Triton Python model `encoder` (CPU target): the uint8 photo -> DCT coefficients, HR size, table scale.
 
-Kept thin on purpose: the logic is `hyperthumbnail.serving.backends.OnnxModel`, shared with the
-in-process pipeline.
+Kept thin on purpose: the logic is `hyperthumbnail.serving.backends.EncoderModel`, shared with the
+in-process pipeline through `hyperthumbnail.runtime.tiling`.
 """
-from hyperthumbnail.serving.backends import OnnxModel as TritonPythonModel  # noqa: F401
+from hyperthumbnail.serving.backends import EncoderModel as TritonPythonModel  # noqa: F401

@@ -1,6 +1,6 @@
-"""Triton Python model `preprocess`: HR image (uint8 HWC RGB) -> float CHW padded to the block grid, HR size.
+"""Triton Python model `preprocess` (NGC targets): HR photo (uint8 HWC RGB) -> edge-padded to the block grid, HR size.
 
 Kept thin on purpose: the logic is `hyperthumbnail.serving.backends.PreprocessModel`, shared with the
-in-process pipeline.
+in-process pipeline through `hyperthumbnail.codec.steps.pad_photo`.
 """
 from hyperthumbnail.serving.backends import PreprocessModel as TritonPythonModel  # noqa: F401
