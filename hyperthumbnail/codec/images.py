@@ -13,6 +13,7 @@ CMYK that is the naive 255-C formula; there is no CMYK default profile to do bet
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -182,6 +183,9 @@ def load_image(source: str | Path | bytes,
     return load_image_with_metadata(source, max_pixels)[0]
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _save_options(fmt: str, metadata: Metadata) -> dict:
     """Pillow save() arguments that embed `metadata` in a file of format `fmt`."""
     options: dict = {}
@@ -247,9 +251,44 @@ def save_image(arr: np.ndarray, path: str | Path, metadata: Metadata | None = No
     if metadata:
         options.update(_save_options(fmt, metadata))
     try:
-        Image.fromarray(arr).save(path, format=fmt, **options)
+        if fmt == "PNG":
+            Path(path).write_bytes(_png_bytes(arr, options))
+        else:
+            Image.fromarray(arr).save(path, format=fmt, **options)
     except (OSError, ValueError) as exc:
         raise ImageError(f"cannot write image {path}: {exc}") from exc
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG file's chunks as (type, whole chunk bytes: length, type, data, CRC)."""
+    chunks, offset = [], len(_PNG_SIGNATURE)
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset:offset + 4])
+        chunks.append((data[offset + 4:offset + 8], data[offset:offset + 12 + length]))
+        offset += 12 + length
+    return chunks
+
+
+def _png_bytes(arr: np.ndarray, options: dict) -> bytes:
+    """The PNG file: pixels by libpng (imagecodecs), metadata chunks by Pillow.
+
+    Pillow's PNG writer tries every row filter on every row; libpng with the Up filter alone
+    writes a 20 MP photo 2.3x faster at level 1 with a file within 0.5% of Pillow's
+    (docs/benchmarks.md). Pillow still encodes the metadata (iCCP, eXIf, iTXt) on a 1x1 image,
+    whose ancillary chunks go in after our IHDR: PNG is a list of chunks, so no codec needed."""
+    import imagecodecs
+
+    level = options.pop("compress_level")
+    row_filter = imagecodecs.PNG.FILTER.UP if level <= 1 else None  # None: libpng's adaptive choice
+    pixels = imagecodecs.png_encode(arr, level=level, filter=row_filter)
+    if not options:
+        return pixels
+    carrier = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(carrier, format="PNG", **options)
+    metadata = [chunk for kind, chunk in _png_chunks(carrier.getvalue()) if kind not in (b"IHDR", b"IDAT", b"IEND")]
+    (head_kind, head), *rest = _png_chunks(pixels)
+    assert head_kind == b"IHDR"
+    return b"".join([_PNG_SIGNATURE, head, *metadata, *(chunk for _, chunk in rest)])
 
 
 def pad_to_multiple(arr: np.ndarray, multiple: int) -> np.ndarray:
