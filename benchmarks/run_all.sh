@@ -22,5 +22,12 @@ git show 7e8e3f1:hyperthumbnail/weights/hyperthumbnail_x4.safetensors > build/hy
 .venv/bin/hyperthumbnail bench rd-curve --scale 2 --targets 0.5,0.8,1.2,1.6
 .venv/bin/hyperthumbnail bench optimize --limit 24 --steps 20
 .venv/bin/hyperthumbnail bench speed --resolutions 1080p,4k,6k --variants onnx,openvino-f32,openvino   # ~15 min on 2 idle cores
+# The CLI at 20 MP with each runtime, and peak memory of the CLI and the server at 20 MP and 48 MP
+photo=$(ls ../shared/datasets/highres/Kleiber*.jpg)
+.venv/bin/python -m hyperthumbnail.benchmarks.cli_runtimes "$photo" --repeats 3 --work build/cli_runtimes \
+    --out benchmarks/results/cli_runtimes.json
+.venv/bin/python -m hyperthumbnail.benchmarks.bigphoto "$photo" --work build/bigphoto --out benchmarks/results/bigphoto.json
+.venv/bin/python -m hyperthumbnail.benchmarks.bigphoto "$photo" --size 6028x3391 --work build/bigphoto20 \
+    --out benchmarks/results/bigphoto_20mp.json
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
 .venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, 8 cases, ~24 min on 2 idle cores
