@@ -49,6 +49,12 @@ class Pipeline:
         self.graphs = self.graph_set.runners  # by graph name (rate control's BLS twin uses them)
         self.scale = self.graph_set.scale
 
+    def load(self, direction: Literal["encode", "decode"]) -> None:
+        """Load the graphs `encode` or `decode` runs (otherwise loaded on first use), so that the
+        CLI reports the work apart from the loading."""
+        if self.runtime != "torch":
+            self.graph_set.load(("encoder", "qpm") if direction == "encode" else ("decoder_features", "decoder_body"))
+
     def describe(self) -> str:
         """The runtime and, for the graphs, each one's precision (for the CLI's report line)."""
         return "torch" if self.runtime == "torch" else self.graph_set.describe()

@@ -115,6 +115,11 @@ class Graphs:
         graphs = ", ".join(one(k, v) for k, v in self.precisions.items())
         return f"{self.runtime} ({graphs}; {native})"
 
+    def load(self, names: tuple[str, ...]) -> None:
+        """Load (compile) these graphs now rather than on first use, e.g. to time the work apart."""
+        for name in names:
+            self.runners[name]
+
     def coefficients(self, padded: np.ndarray) -> np.ndarray:
         """Padded HR uint8 HxWx3 -> unquantized coefficients (3, 64, h, w) float32 (tiled)."""
         encoder = self.runners["encoder"]

@@ -15,6 +15,7 @@ of `DEFAULT_TILE_PIXELS` with a 5-block margin.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -71,44 +72,62 @@ class Tile:
         return tuple(slice(c.start - e.start, c.stop - e.start) for c, e in zip(self.core, self.extent))  # type: ignore[return-value]
 
 
-def _splits(length: int, parts: int) -> list[tuple[int, int]]:
-    step = math.ceil(length / parts)
-    return [(start, min(start + step, length)) for start in range(0, length, step)]
+def _axis_plan(length: int, margin: int, parts: int) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]] | None:
+    """One axis cut into `parts` tiles whose extents all have the same size (the edge tiles reach
+    further inward instead of being shorter): (extent size, cores, extents), or None if no such
+    cut leaves every core a `margin` on its inner sides. One size for every tile means one input
+    shape per graph: OpenVINO prepares each new shape on its first call (~0.1 s of a body tile)."""
+    if parts == 1:
+        return length, [(0, length)], [(0, length)]
+    smallest = math.ceil((length + 2 * margin * (parts - 1)) / parts)
+    for size in range(smallest, min(length, smallest + 3)):  # rounding the starts costs at most 2
+        starts = [round(i * (length - size) / (parts - 1)) for i in range(parts)]
+        overlaps = [starts[i] + size - starts[i + 1] for i in range(parts - 1)]
+        if min(overlaps) >= 2 * margin:
+            # each core ends in the middle of its overlap with the next tile: >= margin on both sides
+            bounds = [0, *(starts[i + 1] + overlaps[i] // 2 for i in range(parts - 1)), length]
+            cores = list(zip(bounds[:-1], bounds[1:]))
+            if any(stop <= start for start, stop in cores):
+                return None
+            return size, cores, [(start, start + size) for start in starts]
+    return None
 
 
-def _axis_plans(length: int, margin: int) -> dict[int, tuple[int, int, list[tuple[int, int]]]]:
-    """Per distinct split of one axis: parts -> (largest extent, sum of extents, the cores)."""
+@functools.lru_cache(maxsize=64)
+def _axis_plans(length: int, margin: int) -> dict[int, tuple[int, int, list[tuple[int, int]], list[tuple[int, int]]]]:
+    """Per workable number of parts of one axis: (extent size, sum of extents, cores, extents)."""
     plans = {}
     for parts in range(1, length + 1):
-        cores = _splits(length, parts)
-        if len(cores) in plans:
-            continue
-        extents = [min(length, stop + margin) - max(0, start - margin) for start, stop in cores]
-        plans[len(cores)] = (max(extents), sum(extents), cores)
+        if parts > 1 and (length + 2 * margin * (parts - 1)) / parts <= 2 * margin + 1:
+            break  # the extents are down to the two margins: no room for a core any more
+        plan = _axis_plan(length, margin, parts)
+        if plan is not None:
+            size, cores, extents = plan
+            plans[parts] = (size, size * parts, cores, extents)
     return plans
 
 
 def plan_tiles(rows: int, cols: int, margin: int, max_area: int | None) -> list[Tile]:
-    """Cover a rows x cols block grid with the fewest computed blocks, each tile's extent (core +
-    margin, clipped to the grid) at most `max_area` blocks (None: one tile, no margin)."""
+    """Cover a rows x cols block grid with the fewest computed blocks, all tiles' extents of one
+    size (core + at least `margin` on every side that is not the grid's border) of at most
+    `max_area` blocks (None: one tile, no margin)."""
     if rows < 1 or cols < 1:
         raise ValueError(f"empty block grid {rows}x{cols}")
     if max_area is None or rows * cols <= max_area:
         whole = (slice(0, rows), slice(0, cols))
         return [Tile(whole, whole)]
     # The computed area of a grid of tiles is (sum of row extents) x (sum of column extents).
-    best: tuple[int, list[tuple[int, int]], list[tuple[int, int]]] | None = None
+    best = None
     row_plans, col_plans = _axis_plans(rows, margin), _axis_plans(cols, margin)
-    for row_max, row_sum, row_cores in row_plans.values():
-        for col_max, col_sum, col_cores in col_plans.values():
-            if row_max * col_max <= max_area and (best is None or row_sum * col_sum < best[0]):
-                best = (row_sum * col_sum, row_cores, col_cores)
+    for row_size, row_sum, row_cores, row_extents in row_plans.values():
+        for col_size, col_sum, col_cores, col_extents in col_plans.values():
+            if row_size * col_size <= max_area and (best is None or row_sum * col_sum < best[0]):
+                best = (row_sum * col_sum, list(zip(row_cores, row_extents)), list(zip(col_cores, col_extents)))
     if best is None:
         raise ValueError(f"a tile of {max_area} blocks cannot hold a core and a {margin}-block margin "
                          f"on a {rows}x{cols}-block image")
-    return [Tile((slice(y0, y1), slice(x0, x1)),
-                 (slice(max(0, y0 - margin), min(rows, y1 + margin)), slice(max(0, x0 - margin), min(cols, x1 + margin))))
-            for (y0, y1), (x0, x1) in itertools.product(best[1], best[2])]
+    return [Tile((slice(*row_core), slice(*col_core)), (slice(*row_extent), slice(*col_extent)))
+            for (row_core, row_extent), (col_core, col_extent) in itertools.product(best[1], best[2])]
 
 
 def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.ndarray, scale: int,
