@@ -106,10 +106,11 @@ def test_onnx_model_merges_same_shape_requests_and_isolates_failures(backends, t
     assert responses[1].has_error() and responses[1].error().code == pb_utils.TritonError.INTERNAL
 
 
-def test_onnx_model_says_how_to_build_a_missing_graph(backends, tmp_path):
+def test_graph_models_say_how_to_build_a_missing_graph(backends, tmp_path):
     (tmp_path / "1").mkdir()
-    with pytest.raises(FileNotFoundError, match="hyperthumbnail serve"):
-        make_model(backends.OnnxModel, "encoder", template_config("encoder"), tmp_path)
+    for cls, name in ((backends.OnnxModel, "qpm"), (backends.EncoderModel, "encoder"), (backends.DecoderModel, "decoder")):
+        with pytest.raises(FileNotFoundError, match="hyperthumbnail serve"):
+            make_model(cls, name, template_config(name), tmp_path)
 
 
 def test_encode_at_bpp_model_searches_like_the_pipeline(backends):

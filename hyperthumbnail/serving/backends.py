@@ -60,6 +60,14 @@ class _PythonModel:
     def setup(self) -> None:
         """Per-model initialisation after the config is parsed."""
 
+    def graph_file(self, name: str) -> Path:
+        """`1/<name>` of this model, which the repository builder puts there."""
+        path = self.version_dir / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: build the repository with "
+                                    "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
+        return path
+
     def param_int(self, key: str, default: int) -> int:
         value = self.params.get(key, "")
         return int(value) if value.strip() else default
@@ -173,8 +181,8 @@ class EncodeAtBppModel(_PythonModel):
     one request. An ensemble cannot loop, so this Python model calls the `encoder` once and the
     `qpm` once per probe through BLS (business logic scripting: the neural models stay where the
     repository put them), and does the padding and Huffman coding itself with the functions the
-    encoder and `jpeg_encode` run (the encoder gets the padded photo: it pads nothing more). Out-of-reach targets return the
-    closest file; BPP says where it landed.
+    encoder and `jpeg_encode` run (the encoder gets the padded photo: it pads nothing more).
+    Out-of-reach targets return the closest file; BPP says where it landed.
     """
 
     def setup(self) -> None:
@@ -251,13 +259,8 @@ class DecoderModel(_PythonModel):
     the image leaves the stub once, at its own size."""
 
     def setup(self) -> None:
-        paths = {name: self.version_dir / f"{name}.onnx" for name in ("decoder_features", "decoder_body")}
-        for path in paths.values():
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} is missing: build the repository with "
-                                        "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
-        self.features = graph_runner(self, paths["decoder_features"], "decoder_features")
-        self.body = graph_runner(self, paths["decoder_body"], "decoder_body")
+        self.features = graph_runner(self, self.graph_file("decoder_features.onnx"), "decoder_features")
+        self.body = graph_runner(self, self.graph_file("decoder_body.onnx"), "decoder_body")
         self.scale = self.param_int("scale", 4)
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
         self.feature_tile_blocks = self.param_int("feature_tile_blocks", DEFAULT_FEATURE_TILE_BLOCKS) or None
@@ -284,11 +287,7 @@ class EncoderModel(_PythonModel):
     `tile_pixels` above it, coefficients identical), one photo at a time."""
 
     def setup(self) -> None:
-        path = self.version_dir / "model.onnx"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: build the repository with "
-                                    "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
-        self.runner = graph_runner(self, path, self.name)
+        self.runner = graph_runner(self, self.graph_file("model.onnx"), self.name)
         self.scale = self.param_int("scale", 4)
         self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
@@ -319,11 +318,7 @@ class OnnxModel(_PythonModel):
     """
 
     def setup(self) -> None:
-        path = self.version_dir / (self.params.get("onnx_file") or "model.onnx")
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing: build the repository with "
-                                    "`hyperthumbnail serve` or hyperthumbnail.serving.repository.build_repository")
-        self.runner = graph_runner(self, path, self.name)
+        self.runner = graph_runner(self, self.graph_file(self.params.get("onnx_file") or "model.onnx"), self.name)
         self.call_max_bytes = self.param_int("call_max_bytes", steps.DEFAULT_CALL_MAX_BYTES)
 
     def run(self, inputs):
