@@ -26,7 +26,23 @@ from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions
 from .tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
-           "graph_precisions", "load_onnx_graphs", "make_runner"]
+           "graph_precisions", "load_onnx_graphs", "make_runner", "run_decoder", "run_encoder"]
+
+
+def run_encoder(encoder, padded: np.ndarray, scale: int, tile_pixels: int | None) -> np.ndarray:
+    """The encoder graph's runner on a padded uint8 HxWx3 photo -> coefficients (3, 64, h, w),
+    tiled (`tiling.encode_tiled`). The in-process pipeline and the served encoder both run this."""
+    return encode_tiled(lambda image: encoder.run({"image": image})["coefficients"], padded, scale, tile_pixels,
+                        encoder.release_memory)
+
+
+def run_decoder(features, body, quantized: np.ndarray, tables: np.ndarray, scale: int, tile_pixels: int | None,
+                feature_tile_blocks: int | None) -> np.ndarray:
+    """The decoder graphs' runners on one thumbnail's quantized coefficients + tables -> padded HR
+    uint8 (tiling.decode_tiled). The in-process pipeline and the served decoder both run this."""
+    return decode_tiled(lambda q, t: features.run({"quantized": q, "tables": t})["features"],
+                        lambda f: body.run({"features": f})["image"], quantized, tables, scale,
+                        tile_pixels, feature_tile_blocks, features.release_memory, body.release_memory)
 
 
 def export_code_hash() -> str:
@@ -122,9 +138,7 @@ class Graphs:
 
     def coefficients(self, padded: np.ndarray) -> np.ndarray:
         """Padded HR uint8 HxWx3 -> unquantized coefficients (3, 64, h, w) float32 (tiled)."""
-        encoder = self.runners["encoder"]
-        return encode_tiled(lambda image: encoder.run({"image": image})["coefficients"], padded, self.scale,
-                            self.tile_pixels, encoder.release_memory)
+        return run_encoder(self.runners["encoder"], padded, self.scale, self.tile_pixels)
 
     def quantize(self, coefficients: np.ndarray, table_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """-> (quantized int32 (3, 64, h, w), tables int32 (2, 64)); the tables see the whole image."""
@@ -134,11 +148,8 @@ class Graphs:
 
     def reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
         """Quantized coefficients + tables -> padded HR uint8 (8hs, 8ws, 3) (tiled)."""
-        features, body = self.runners["decoder_features"], self.runners["decoder_body"]
-        return decode_tiled(lambda q, t: features.run({"quantized": q, "tables": t})["features"],
-                            lambda f: body.run({"features": f})["image"], quantized, tables, self.scale,
-                            self.tile_pixels, self.feature_tile_blocks, features.release_memory,
-                            body.release_memory)
+        return run_decoder(self.runners["decoder_features"], self.runners["decoder_body"], quantized, tables,
+                           self.scale, self.tile_pixels, self.feature_tile_blocks)
 
 
 def export_graphs(weights: str | Path | None, out_dir: str | Path, scale: int,

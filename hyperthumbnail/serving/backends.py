@@ -22,8 +22,9 @@ import triton_python_backend_utils as pb_utils
 from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
+from ..runtime.graphs import run_decoder, run_encoder
 from ..runtime.select import EXACT_GRAPHS, graph_precisions, graph_runtime, make_runner
-from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
+from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
@@ -254,7 +255,7 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
 class DecoderModel(_PythonModel):
     """quantized + tables + HR_SIZE -> IMAGE uint8 (B, H, W, 3): `1/decoder_features.onnx` (whole up
     to `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` in tiles of
-    `tile_pixels` (`runtime.tiling.decode_tiled`, as the in-process pipeline), one image at a time
+    `tile_pixels` (`runtime.graphs.run_decoder`, as the in-process pipeline), one image at a time
     (a 48 MP image's memory is the tiles', whatever the batch), each cropped to its HR size here so
     the image leaves the stub once, at its own size."""
 
@@ -266,13 +267,10 @@ class DecoderModel(_PythonModel):
         self.feature_tile_blocks = self.param_int("feature_tile_blocks", DEFAULT_FEATURE_TILE_BLOCKS) or None
 
     def run(self, inputs):
-        run_features = lambda q, t: self.features.run({"quantized": q, "tables": t})["features"]  # noqa: E731
-        run_body = lambda f: self.body.run({"features": f})["image"]  # noqa: E731
         if not len(inputs["quantized"]) == len(inputs["tables"]) == len(inputs["HR_SIZE"]):
             raise steps.StepError("quantized, tables and HR_SIZE differ in batch size")
-        images = [steps.crop_image(decode_tiled(run_features, run_body, quantized, tables, self.scale,
-                                                self.tile_pixels, self.feature_tile_blocks,
-                                                self.features.release_memory, self.body.release_memory), hr_size)
+        images = [steps.crop_image(run_decoder(self.features, self.body, quantized, tables, self.scale,
+                                               self.tile_pixels, self.feature_tile_blocks), hr_size)
                   for quantized, tables, hr_size in zip(inputs["quantized"], inputs["tables"], inputs["HR_SIZE"])]
         if len({image.shape for image in images}) > 1:
             raise steps.StepError("the thumbnails in one request decode to different sizes; send them as separate requests")
@@ -283,7 +281,7 @@ class EncoderModel(_PythonModel):
     """image uint8 (B, H, W, 3), the photo [+ optional TABLE_SCALE (B, 1)] -> coefficients
     (B, 3, 64, h, w), HR_SIZE (B, 2), TABLE_SCALE (B, 1): each photo edge-padded here
     (`steps.pad_photo`; a padded photo pads nothing more) and run through `1/model.onnx` as the
-    in-process pipeline does (`runtime.tiling.encode_tiled`: float one tile at a time, tiles of
+    in-process pipeline does (`runtime.graphs.run_encoder`: float one tile at a time, tiles of
     `tile_pixels` above it, coefficients identical), one photo at a time."""
 
     def setup(self) -> None:
@@ -296,11 +294,10 @@ class EncoderModel(_PythonModel):
         images = np.asarray(inputs["image"])
         if images.ndim != 4:
             raise steps.StepError(f"expected a (batch, H, W, 3) image tensor, got shape {images.shape}")
-        run = lambda tile: self.runner.run({"image": tile})["coefficients"]  # noqa: E731
         coefficients, sizes = [], []
         for image in images:
             padded, hr_size = steps.pad_photo(image, self.scale, self.max_pixels)
-            coefficients.append(encode_tiled(run, padded, self.scale, self.tile_pixels, self.runner.release_memory))
+            coefficients.append(run_encoder(self.runner, padded, self.scale, self.tile_pixels))
             sizes.append(hr_size)
             del padded  # before the next photo's copy
         return {"coefficients": np.stack(coefficients), "HR_SIZE": np.array(sizes, dtype=np.int32).reshape(-1, 2),
