@@ -44,6 +44,7 @@ __all__ = [
     "postprocess",
     "preprocess",
     "quantize_with_tables",
+    "stack_batch",
 ]
 
 
@@ -204,11 +205,13 @@ def batch_slices(batch: int, item_bytes: int, max_bytes: int = DEFAULT_CALL_MAX_
     return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
 
 
-def _stack(items: list[np.ndarray], what: str) -> np.ndarray:
+def stack_batch(items: list[np.ndarray], what: str) -> np.ndarray:
+    """Per-item arrays of one request -> one (B, ...) array; a StepError if their sizes differ.
+    One item is returned as a view (no copy of a 48 MP image)."""
     shapes = {item.shape for item in items}
     if len(shapes) > 1:
         raise StepError(f"the {what} in one request differ in size ({sorted(shapes)}); send them as separate requests")
-    return np.stack(items)
+    return items[0][None] if len(items) == 1 else np.stack(items)
 
 
 def pad_batch(images: np.ndarray, scale: int, max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -224,7 +227,7 @@ def crop_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
     """(B, H', W', 3) uint8 + (B, 2) sizes -> (B, H, W, 3) uint8 (all sizes in a request must agree)."""
     if len(images) != len(hr_sizes):
         raise StepError(f"{len(images)} images but {len(hr_sizes)} HR sizes")
-    return _stack([crop_image(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
+    return stack_batch([crop_image(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
 
 
 def encode_thumbnail_batch(quantized: np.ndarray, tables: np.ndarray, hr_sizes: np.ndarray, scale: int) -> np.ndarray:
@@ -242,7 +245,7 @@ def decode_thumbnail_batch(thumbnails: np.ndarray, scale: int | None = None,
     if items.shape[1] != 1:
         raise StepError(f"expected one thumbnail per batch item, got shape {thumbnails.shape}")
     decoded = [decode_thumbnail(item, scale, max_pixels) for item in items[:, 0]]
-    quantized = _stack([d[0] for d in decoded], "thumbnails")
+    quantized = stack_batch([d[0] for d in decoded], "thumbnails")
     return quantized, np.stack([d[1] for d in decoded]), np.array([d[2] for d in decoded], dtype=np.int32)
 
 

@@ -272,9 +272,7 @@ class DecoderModel(_PythonModel):
         images = [steps.crop_image(run_decoder(self.features, self.body, quantized, tables, self.scale,
                                                self.tile_pixels, self.feature_tile_blocks), hr_size)
                   for quantized, tables, hr_size in zip(inputs["quantized"], inputs["tables"], inputs["HR_SIZE"])]
-        if len({image.shape for image in images}) > 1:
-            raise steps.StepError("the thumbnails in one request decode to different sizes; send them as separate requests")
-        return {"IMAGE": images[0][None] if len(images) == 1 else np.stack(images)}
+        return {"IMAGE": steps.stack_batch(images, "decoded images")}
 
 
 class EncoderModel(_PythonModel):
