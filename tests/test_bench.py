@@ -84,6 +84,7 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     meta = results["meta"]
     assert meta["weights"]["sha256"] == file_sha256(default_weights_path())
     assert meta["machine"]["cpu_model"] and meta["machine"]["logical_cores"] >= 1
+    assert isinstance(meta["machine"]["cpu_vector_extensions"], list)
     assert meta["command"].startswith("hyperthumbnail bench rd --datasets tiny")
     assert meta["datasets"]["tiny"]["images"] == len(SIZES)
     assert len(rows) == len(SIZES)

@@ -12,6 +12,7 @@ from torch import nn
 
 from hyperthumbnail.codec.images import pad_to_multiple
 from hyperthumbnail.codec.steps import encode_thumbnail, postprocess
+from hyperthumbnail.cpu import cpu_flags, vector_extensions
 from hyperthumbnail.export import export_onnx
 from hyperthumbnail.export.onnx_export import SPLIT_DECODER_NAMES, export_graph
 from hyperthumbnail.model import HyperThumbnail, ModelConfig
@@ -91,12 +92,18 @@ def test_cpu_flags_decide(tmp_path, monkeypatch):
     monkeypatch.delenv(ov_runtime.BF16_ENV, raising=False)
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n")
-    assert "avx512_bf16" in ov_runtime._cpuinfo_flags(str(cpuinfo))
-    monkeypatch.setattr(ov_runtime, "_cpuinfo_flags", lambda: {"fpu", "avx2", "avx512f"})
+    assert "avx512_bf16" in cpu_flags(cpuinfo)
+    monkeypatch.setattr(ov_runtime, "cpu_flags", lambda: {"fpu", "avx2", "avx512f"})
     assert not cpu_has_native_bf16()
     assert resolve_precision("auto", preferred="bf16") == "f32"
-    monkeypatch.setattr(ov_runtime, "_cpuinfo_flags", lambda: {"avx2", "amx_bf16"})
+    monkeypatch.setattr(ov_runtime, "cpu_flags", lambda: {"avx2", "amx_bf16"})
     assert cpu_has_native_bf16()
+
+
+def test_vector_extensions_are_named_in_a_fixed_order():
+    amx = {"fpu", "amx_bf16", "avx512_bf16", "avx2", "amx_tile", "avx512f", "amx_int8", "avx512_vnni"}
+    assert vector_extensions(amx) == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+    assert vector_extensions({"sse2"}) == [] and vector_extensions(set()) == []
 
 
 def test_runner_input_handling(graphs):

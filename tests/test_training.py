@@ -155,6 +155,7 @@ SMALL = dict(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, c
 
 def test_bf16_requested_on_a_cpu_without_native_bf16_trains_in_float32(image_folder: Path, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from hyperthumbnail import cpu
     from hyperthumbnail.model import ModelConfig
     from hyperthumbnail.training import amp
     from hyperthumbnail.training.data import ImageBank
@@ -169,7 +170,7 @@ def test_bf16_requested_on_a_cpu_without_native_bf16_trains_in_float32(image_fol
     seen: dict[str, torch.dtype] = {}
 
     def train_one_step(cpuinfo: Path) -> Trainer:
-        monkeypatch.setattr(amp, "CPUINFO", cpuinfo)
+        monkeypatch.setattr(cpu, "CPUINFO", cpuinfo)
         trainer = Trainer(TrainConfig(data=str(image_folder), run_dir=str(tmp_path / cpuinfo.name), val_data=None,
                                       batch=2, crop=64, threads=1, amp=True, model=ModelConfig(**SMALL)))
         hook = trainer.model.decoder.body.head.register_forward_hook(

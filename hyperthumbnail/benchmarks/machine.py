@@ -10,6 +10,8 @@ from pathlib import Path
 
 import psutil
 
+from ..cpu import vector_extensions
+
 
 def cpu_model() -> str:
     try:
@@ -29,9 +31,10 @@ def _version(package: str) -> str | None:
 
 
 def machine_info() -> dict:
-    """CPU model, cores, memory, load and the versions that decide the timings."""
+    """CPU model and vector extensions, cores, memory, load and the versions that decide the timings."""
     return {
         "cpu_model": cpu_model(),
+        "cpu_vector_extensions": vector_extensions(),  # bf16/AMX kernels differ per CPU (hyperthumbnail.cpu)
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "usable_cores": len(os.sched_getaffinity(0)),

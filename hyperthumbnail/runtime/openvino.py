@@ -16,27 +16,15 @@ from typing import Literal
 
 import numpy as np
 
+from ..cpu import cpu_flags, has_native_bf16
 from .feeds import conform
 
 __all__ = ["OpenVinoRunner", "Precision", "PRECISIONS", "cpu_has_native_bf16", "resolve_precision"]
 
 Precision = Literal["f32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("f32", "bf16")
-# CPU flags (Linux /proc/cpuinfo names) that mean native bf16 arithmetic.
-_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 # Set to 0 to act as a CPU without native bf16 (tests of the f32 fallback; a user's override).
 BF16_ENV = "HYPERTHUMBNAIL_NATIVE_BF16"
-
-
-def _cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -47,9 +35,9 @@ def cpu_has_native_bf16() -> bool:
     override = os.environ.get(BF16_ENV, "").strip()
     if override in ("0", "1"):
         return override == "1"
-    flags = _cpuinfo_flags()
+    flags = cpu_flags()
     if flags:
-        return any(flag in flags for flag in _BF16_FLAGS)
+        return has_native_bf16(flags)
     import openvino as ov
 
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import torch
 
-CPUINFO = Path("/proc/cpuinfo")
-NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
+from ..cpu import cpu_flags, has_native_bf16
 
 
 def cpu_has_native_bf16(cpuinfo: Path | None = None) -> bool:
-    """True when the CPU flags (Linux /proc/cpuinfo) include a native bf16 instruction set."""
-    path = cpuinfo or CPUINFO
-    try:
-        text = path.read_text()
-    except OSError:  # not Linux, or no procfs: assume no native bf16
-        return False
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return bool(NATIVE_BF16_FLAGS & set(line.split(":", 1)[-1].split()))
-    return False
+    """True when the CPU flags (Linux /proc/cpuinfo) include a native bf16 instruction set
+    (none where there is no procfs: train in float32)."""
+    return has_native_bf16(cpu_flags(cpuinfo))
 
 
 def autocast_dtype(device: torch.device, requested: bool) -> torch.dtype | None:
