@@ -38,7 +38,8 @@ $(MODEL_ANALYZER):
 	.venv-tools/model-analyzer/bin/python -m pip install -q "triton-model-analyzer==1.42.0" $(PIP_QUIET)
 	@touch $(MODEL_ANALYZER)
 
-# Debian packages the tests need (.ci/apt-packages.txt); needs root, CI runs it.
+# Debian packages the tests need (.ci/apt-packages.txt); `make test` runs it first. Needs root when
+# something is missing: without it, it stops at once and prints the one apt-get command to run.
 system-deps:
 	.ci/install-system-deps
 
@@ -48,7 +49,7 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check .
 
-test: setup lint checkov
+test: system-deps setup lint checkov
 	$(PY) -m pytest -q -ra
 
 # checkov (security lint of the rendered Kubernetes manifests, tests/test_deploy.py) pins its own
