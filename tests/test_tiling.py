@@ -1,6 +1,15 @@
-"""Tiled encoder and decoder: bit-exact coefficients, file bytes, decoder features and pixels
-against untiled runs of the same graphs, with small tiles; the receptive fields the margins
-rest on; the tile planner's guarantees."""
+"""Tiled encoder and decoder against untiled runs of the same graphs, with small tiles; the
+receptive fields the margins rest on; the tile planner's guarantees.
+
+What holds on every x86 CPU: in f32 a tiled run is bit-exact (coefficients, file bytes, decoder
+features and pixels). Under bf16 (the default where the CPU has native bf16) OpenVINO/oneDNN pick
+kernels per CPU and per tensor shape, and a tile is another shape than the whole photo: on an
+Intel Xeon with AMX 32 of 589,824 unquantized coefficients of this test's photo differed by one
+bf16 step (1/128), on AMD Zen 4 (AVX-512 BF16) none did. So under bf16 the tests bound the
+difference instead: quantized coefficients (what the file stores) agree except at rare rounding
+ties, by at most one step; decoded pixels by at most one level. `bench tiling` measures the count
+and the dB effect on real photos.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,6 +52,20 @@ def runners(graphs):
 
 
 @pytest.fixture(scope="module")
+def runners_f32(graphs):
+    return {name: OpenVinoRunner(graphs / f"{graph}.onnx", precision="f32")
+            for name, graph in (("encoder", "encoder"), ("qpm", "qpm"), ("features", "decoder_features"),
+                                ("body", "decoder_body"))}
+
+
+# Under bf16: at most this share of the quantized coefficients may sit on a rounding tie that a
+# last-bit difference flips (measured: 0 on AMD Zen 4; the AMX case above moved 32 raw values).
+BF16_TIE_SHARE = 1e-4
+# ... and at most this share of decoded pixel values may differ (by one level).
+BF16_PIXEL_SHARE = 1e-3
+
+
+@pytest.fixture(scope="module")
 def photo() -> np.ndarray:
     return photo_like(2040, 1530, seed=3)  # not a multiple of the block: the padding is covered too
 
@@ -60,35 +83,57 @@ def _thumbnail(runners, coefficients, size) -> bytes:
     return encode_thumbnail(q["quantized"][0], q["tables"][0], size, SCALE)
 
 
-def test_tiled_encode_is_bit_exact(runners, photo):
+def _quantize(runners, coefficients) -> dict[str, np.ndarray]:
+    return runners["qpm"].run({"coefficients": coefficients[None], "table_scale": np.ones((1, 1), np.float32)})
+
+
+def test_tiled_encode_is_bit_exact_in_f32(runners_f32, photo):
     padded = pad_to_multiple(photo, 8 * SCALE)
-    whole = encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=None)
-    tiled = encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=SMALL_TILE)
+    whole = encode_tiled(_encoder(runners_f32), padded, SCALE, max_tile_pixels=None)
+    tiled = encode_tiled(_encoder(runners_f32), padded, SCALE, max_tile_pixels=SMALL_TILE)
     assert len(plan_tiles(48, 64, tiling.ENCODER_MARGIN_BLOCKS, SMALL_TILE // (8 * SCALE) ** 2)) >= 4
     np.testing.assert_array_equal(tiled, whole)
     size = (photo.shape[1], photo.shape[0])
-    assert _thumbnail(runners, tiled, size) == _thumbnail(runners, whole, size)
+    assert _thumbnail(runners_f32, tiled, size) == _thumbnail(runners_f32, whole, size)
 
 
-def test_tiled_encode_needs_its_margin(runners, photo, monkeypatch):
+def test_tiled_encode_at_the_default_precision_differs_only_at_rounding_ties(runners, photo):
+    """bf16 where native (the CLI's default): see the module docstring for why not bit-exact."""
+    padded = pad_to_multiple(photo, 8 * SCALE)
+    whole = _quantize(runners, encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=None))
+    tiled = _quantize(runners, encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=SMALL_TILE))
+    np.testing.assert_array_equal(tiled["tables"], whole["tables"])  # means over 12k blocks: ties move nothing
+    flipped = tiled["quantized"].astype(np.int64) - whole["quantized"]
+    assert np.abs(flipped).max() <= 1
+    assert np.count_nonzero(flipped) <= BF16_TIE_SHARE * flipped.size
+
+
+def test_tiled_encode_needs_its_margin(runners_f32, photo, monkeypatch):
     """A margin below the receptive field changes the coefficients: the test above can fail."""
     padded = pad_to_multiple(photo, 8 * SCALE)
-    whole = encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=None)
+    whole = encode_tiled(_encoder(runners_f32), padded, SCALE, max_tile_pixels=None)
     monkeypatch.setattr(tiling, "ENCODER_MARGIN_BLOCKS", 1)
-    assert not np.array_equal(encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=SMALL_TILE), whole)
+    assert not np.array_equal(encode_tiled(_encoder(runners_f32), padded, SCALE, max_tile_pixels=SMALL_TILE), whole)
 
 
-def test_tiled_decode_is_bit_exact(runners, photo, monkeypatch):
+@pytest.mark.parametrize("precision", ["f32", "default"])
+def test_tiled_decode(runners_f32, runners, photo, monkeypatch, precision):
+    """f32: bit-exact, and a margin below the receptive field breaks it. Default precision (bf16
+    where native): within one level in at most `BF16_PIXEL_SHARE` of the values."""
+    chosen = runners_f32 if precision == "f32" else runners
     padded = pad_to_multiple(photo, 8 * SCALE)
-    coefficients = encode_tiled(_encoder(runners), padded, SCALE, max_tile_pixels=None)
-    q = runners["qpm"].run({"coefficients": coefficients[None], "table_scale": np.ones((1, 1), np.float32)})
-    features = runners["features"].run({"quantized": q["quantized"], "tables": q["tables"]})["features"][0]
-    whole = decode_body_tiled(_body(runners), features, SCALE, max_tile_pixels=None)
-    tiled = decode_body_tiled(_body(runners), features, SCALE, max_tile_pixels=SMALL_TILE)
+    q = _quantize(runners_f32, encode_tiled(_encoder(runners_f32), padded, SCALE, max_tile_pixels=None))
+    features = runners_f32["features"].run({"quantized": q["quantized"], "tables": q["tables"]})["features"][0]
+    whole = decode_body_tiled(_body(chosen), features, SCALE, max_tile_pixels=None)
+    tiled = decode_body_tiled(_body(chosen), features, SCALE, max_tile_pixels=SMALL_TILE)
     assert whole.shape == padded.shape and whole.dtype == np.uint8
-    np.testing.assert_array_equal(tiled, whole)
-    monkeypatch.setattr(tiling, "DECODER_BODY_MARGIN_BLOCKS", 1)
-    assert not np.array_equal(decode_body_tiled(_body(runners), features, SCALE, max_tile_pixels=SMALL_TILE), whole)
+    if precision == "f32":
+        np.testing.assert_array_equal(tiled, whole)
+        monkeypatch.setattr(tiling, "DECODER_BODY_MARGIN_BLOCKS", 1)
+        assert not np.array_equal(decode_body_tiled(_body(chosen), features, SCALE, max_tile_pixels=SMALL_TILE), whole)
+    else:
+        moved = np.abs(tiled.astype(np.int16) - whole)
+        assert moved.max() <= 1 and np.count_nonzero(moved) <= BF16_PIXEL_SHARE * moved.size
 
 
 def test_plan_covers_once_and_respects_the_area():
@@ -112,14 +157,15 @@ def test_plan_covers_once_and_respects_the_area():
         plan_tiles(100, 100, 9, 100)
 
 
-def test_tiles_converted_to_float_one_by_one_equal_the_whole_float_image(runners, photo):
+def test_tiles_converted_to_float_one_by_one_equal_the_whole_float_image(runners_f32, photo):
     """Each uint8 tile is converted with `steps.preprocess`'s float32 arithmetic: the same
-    coefficients as the graph run on the whole float image (the torch path's input)."""
+    coefficients as the graph run on the whole float image (the torch path's input). In f32, so
+    that only the conversion is compared (see the module docstring)."""
     from hyperthumbnail.codec.steps import preprocess
 
     chw, _ = preprocess(photo, SCALE)
-    whole_float = _encoder(runners)(chw[None])[0]
-    tiled = encode_tiled(_encoder(runners), pad_to_multiple(photo, 8 * SCALE), SCALE, max_tile_pixels=SMALL_TILE)
+    whole_float = _encoder(runners_f32)(chw[None])[0]
+    tiled = encode_tiled(_encoder(runners_f32), pad_to_multiple(photo, 8 * SCALE), SCALE, max_tile_pixels=SMALL_TILE)
     np.testing.assert_array_equal(tiled, whole_float)
 
 

@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -179,6 +179,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     analyzer.add_argument("--max-concurrency", type=int, default=2, help="largest client concurrency")
     analyzer.add_argument("--out", default="benchmarks/results")
     analyzer.set_defaults(func=_module_run("model_analyzer"))
+
+
+    tiles = bench.add_parser(
+        "tiling", help="whole vs tiled encode of real photos at the default precision (bf16 rounding ties)",
+        description="Encodes each photo whole and in the smallest tiles, with the same runtime and precision "
+        "(default: bf16 where the CPU has it), and records how many quantized coefficients differ, whether the "
+        "tables agree, the thumbnails' PSNR against each other and both rebuilt photos' HR PSNR. Writes tiling.json.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tiles.add_argument("folders", nargs="+", type=Path, help="folders of photos (e.g. ../shared/datasets/kodak samples/photos)")
+    tiles.add_argument("--scale", type=int, choices=(2, 4), default=4)
+    tiles.add_argument("--weights", default=None, help="default: the shipped weights for --scale")
+    tiles.add_argument("--precision", choices=("auto", "f32", "bf16"), default="auto")
+    tiles.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    tiles.add_argument("--out", default="benchmarks/results")
+    tiles.set_defaults(func=_module_run("tiling"))
 
 
 def _module_run(module_name: str):
