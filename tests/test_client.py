@@ -323,6 +323,17 @@ def test_perf_sweep(tmp_path, triton_server, model, protocol, shm, capsys):
 
 
 @pytest.mark.server
+def test_perf_times_one_request_to_size_its_windows(tmp_path, triton_server, capsys):
+    """Without --measurement-interval-ms the window is fitted to the request time, probed first."""
+    out = tmp_path / "results.json"
+    assert main(["perf", "--engine", "builtin", "--url", triton_server.http_url, "--resolution", "256x192",
+                 "--max-windows", "1", "--warmup", "0", "--output", str(out)]) == 0
+    config = json.loads(out.read_text())["config"]
+    assert 0 < config["probe_request_s"] < 1.0 and config["measurement_interval_ms"] == 5000.0
+    assert "one request took" in capsys.readouterr().err
+
+
+@pytest.mark.server
 def test_perf_writes_perf_analyzer_input_data(tmp_path, triton_server, capsys):
     image = photo_like(200, 120, seed=41)
     Image.fromarray(image).save(tmp_path / "photo.png")

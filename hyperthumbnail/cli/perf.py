@@ -12,9 +12,11 @@ import argparse
 import csv
 import datetime as dt
 import json
+import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..benchmarks.machine import machine_info
@@ -48,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--admin-key", default=None, metavar="KEY",
                    help="the server's admin key, needed by --shm when the server restricts its admin APIs "
                    "(default $HYPERTHUMBNAIL_ADMIN_KEY)")
-    p.add_argument("--measurement-interval-ms", type=float, default=5000.0, metavar="MS",
-                   help="window length (default %(default)g)")
+    p.add_argument("--measurement-interval-ms", type=float, default=None, metavar="MS",
+                   help=f"window length (default: {DEFAULT_WINDOW_MS:g}, or {REQUESTS_PER_WINDOW} requests' time "
+                   "where one request takes longer, timed with one request before the sweep)")
     p.add_argument("--stability", type=float, default=10.0, metavar="PCT",
                    help="allowed max/min spread of throughput and p95 over the last 3 windows (default %(default)g)")
     p.add_argument("--max-windows", type=int, default=10, metavar="N",
@@ -64,6 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only write perf_analyzer --input-data JSON for this model/resolution (and print the "
                    "perf_analyzer command); no load test")
     p.set_defaults(func=run)
+
+
+DEFAULT_WINDOW_MS = 5000.0
+# Auto windows hold about this many requests of the probed length (perf_analyzer ends a run on a
+# window in which nothing completed, and 1-2 requests a window never agree on p95).
+REQUESTS_PER_WINDOW = 4
+
+
+def auto_window_ms(request_s: float) -> float:
+    """Window length for requests that take `request_s`: the default, or whole seconds that hold
+    `REQUESTS_PER_WINDOW` of them (e.g. a 6.6 s 6K decode -> 27 s windows)."""
+    return max(DEFAULT_WINDOW_MS, 1000.0 * math.ceil(REQUESTS_PER_WINDOW * request_s))
 
 
 def _server_version(client) -> str | None:
@@ -182,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         perf_input = make_input(args.resolution)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
-    if args.measurement_interval_ms <= 0 or args.max_windows < 1 or args.warmup < 0 or args.stability <= 0:
+    if (args.measurement_interval_ms is not None and args.measurement_interval_ms <= 0) or args.max_windows < 1 \
+            or args.warmup < 0 or args.stability <= 0:
         raise CLIError("--measurement-interval-ms and --stability must be > 0, --max-windows >= 1, --warmup >= 0")
     height, width = perf_input.image.shape[:2]
     console.print(f"input: {perf_input.source}")
@@ -199,6 +215,16 @@ def run(args: argparse.Namespace) -> int:
             if args.model == DECODE_MODEL:
                 console.print("encoding the input once on the server (the decode requests' payload) ...")
                 thumbnail = client.encode(perf_input.image)
+            image = perf_input.image
+            call = (lambda c: c.decode(thumbnail)) if thumbnail is not None else (lambda c: c.encode(image))
+            probe_s = None
+            if args.measurement_interval_ms is None:
+                started = time.perf_counter()
+                call(client)
+                probe_s = time.perf_counter() - started
+                args.measurement_interval_ms = auto_window_ms(probe_s)
+                console.print(f"one request took {probe_s:.2f} s: measurement windows of "
+                              f"{args.measurement_interval_ms / 1e3:g} s")
             if args.write_input_data:
                 path = write_input_data(args.write_input_data, args.model, perf_input.image, thumbnail)
                 output_bytes = width * height * 3 if args.model == DECODE_MODEL else None
@@ -215,14 +241,12 @@ def run(args: argparse.Namespace) -> int:
             "machine": machine_info(), "url": client.options.url, "protocol": args.protocol, "model": args.model,
             "resolution": f"{width}x{height}", "input": perf_input.source, "shm": args.shm,
             "thumbnail_bytes": len(thumbnail) if thumbnail is not None else None,
-            "concurrency": levels, "measurement_interval_ms": args.measurement_interval_ms,
+            "concurrency": levels, "measurement_interval_ms": args.measurement_interval_ms, "probe_request_s": probe_s,
             "stability_pct": args.stability, "max_windows": args.max_windows,
             "warmup": args.warmup if engine == "builtin" else None,  # perf_analyzer 2.48 has no warm-up
             "server_version": _server_version(client),
             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        image = perf_input.image
-        call = (lambda c: c.decode(thumbnail)) if thumbnail is not None else (lambda c: c.encode(image))
 
         def on_window(level: int, window) -> None:
             console.print(f"concurrency {level}: window {window.end - window.start:.1f} s, "
@@ -236,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
             results = _run_perf_analyzer(
                 args, client.options.url, binary, levels, settings, perf_input.image, thumbnail,
                 lambda r: console.print(f"concurrency {r.concurrency}: {r.windows} windows, "
-                                        f"{'stable' if r.stable else 'unstable'}, {r.errors} errors"))
+                                        f"{'stable' if r.stable else 'unstable'}, {r.errors} errors"
+                                        + (f" ({r.note})" if r.note else "")))
         else:
             results = [r.to_json() for r in run_levels(connect, call, levels, settings, stats, on_window)]
     config["load_average_1m_end"] = round(os.getloadavg()[0], 2)

@@ -91,6 +91,7 @@ class LevelResult:
     stable: bool
     server: dict = field(default_factory=dict)
     first_error: str | None = None
+    note: str | None = None  # where the latencies come from when not from stable windows
 
     def to_json(self) -> dict:
         return asdict(self)

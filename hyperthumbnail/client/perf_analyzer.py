@@ -14,8 +14,10 @@ What differs from our engine, and why (perf_analyzer 2.48, concurrency mode, tim
 * the first failed request stops the worker thread that sent it and the whole run (exit 99,
   "Thread [i] had error: ..."), so `errors` counts failing threads, not all failed requests;
 * a level that does not stabilise within `--max-trials` windows ends the run (exit 2) without a
-  CSV row: it is reported with `stable: false`, throughput and p95 from the last (up to) 3
-  "Pass" lines and the other latencies unknown (NaN).
+  CSV row and prints only each window's throughput and p95. Such a level is then measured once
+  more for a fixed count of requests (`--request-count`: as many as its last 3 windows held, no
+  stability rule), and reported with those latencies, `stable: false` and a `note` saying so: a
+  busy machine gives numbers marked unstable, never NaN.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .perf import LevelResult, PerfSettings
@@ -89,12 +91,16 @@ class PerfAnalyzerJob:
     output_shm_bytes: int | None = None  # per output tensor; needed for variable-size outputs
     headers: list[str] = field(default_factory=list)  # "Name:Value", HTTP only (perf_analyzer -H)
 
-    def command(self, concurrency: int, csv_path: Path) -> list[str]:
+    def command(self, concurrency: int, csv_path: Path, request_count: int | None = None) -> list[str]:
+        """Time windows until stable; with `request_count`, one measurement of that many requests."""
         cmd = [str(self.binary), "-m", self.model, "-u", self.url, "-i", self.protocol,
-               "--input-data", str(self.input_data), "--concurrency-range", f"{concurrency}:{concurrency}",
-               "-p", str(round(self.settings.measurement_interval_s * 1000)),
-               "-s", f"{self.settings.stability_pct:g}", "-r", str(self.settings.max_windows),
-               "--percentile", str(self.percentile), "-f", str(csv_path), "--verbose-csv", "-v"]
+               "--input-data", str(self.input_data), "--concurrency-range", f"{concurrency}:{concurrency}"]
+        if request_count:
+            cmd += ["--request-count", str(request_count)]
+        else:
+            cmd += ["-p", str(round(self.settings.measurement_interval_s * 1000)),
+                    "-s", f"{self.settings.stability_pct:g}", "-r", str(self.settings.max_windows)]
+        cmd += ["--percentile", str(self.percentile), "-f", str(csv_path), "--verbose-csv", "-v"]
         for header in self.headers:
             cmd += ["-H", header]
         if self.shm:
@@ -190,11 +196,31 @@ def parse_level(concurrency: int, returncode: int, report: str, csv_path: Path, 
                             f"{report.strip()[-2000:]}")
 
 
+def recount(report: str, settings: PerfSettings, concurrency: int) -> int:
+    """Requests for the count-based rerun of an unstable level: as many as its last 3 windows
+    completed (throughput x window length), at least 3 per concurrent request."""
+    seen = sum(float(t) * settings.measurement_interval_s for _, t, _ in _PASS.findall(report)[-3:])
+    return max(round(seen), 3 * concurrency)
+
+
 def run_level(job: PerfAnalyzerJob, concurrency: int, timeout_s: float | None = None) -> tuple[LevelResult, str]:
-    """Run perf_analyzer for one level: (the result, its full report)."""
+    """Run perf_analyzer for one level: (the result, its full report); an unstable level is
+    measured once more by request count (see the module docstring)."""
+    result, report = _run_once(job, concurrency, timeout_s)
+    if result.stable or result.errors:
+        return result, report
+    count = recount(report, job.settings, concurrency)
+    counted, count_report = _run_once(job, concurrency, timeout_s, request_count=count)
+    note = (f"unstable: {result.windows} windows did not agree within {job.settings.stability_pct:g} %; "
+            f"latencies of {count} requests measured right after them (--request-count)")
+    return replace(counted, stable=False, windows=result.windows, note=note), report + count_report
+
+
+def _run_once(job: PerfAnalyzerJob, concurrency: int, timeout_s: float | None,
+              request_count: int | None = None) -> tuple[LevelResult, str]:
     with tempfile.TemporaryDirectory(prefix="perf_analyzer-") as tmp:
         csv_path = Path(tmp) / "perf_analyzer.csv"
-        cmd = job.command(concurrency, csv_path)
+        cmd = job.command(concurrency, csv_path, request_count)
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -207,7 +233,8 @@ def run_level(job: PerfAnalyzerJob, concurrency: int, timeout_s: float | None = 
 
 
 def level_timeout_s(settings: PerfSettings, request_timeout_s: float) -> float:
-    """Upper bound for one level: every window plus one slow request at each end."""
+    """Upper bound for one perf_analyzer run: every window plus one slow request at each end
+    (the count-based rerun of an unstable level holds at most as many requests as 3 windows)."""
     return settings.max_windows * settings.measurement_interval_s + 2 * request_timeout_s + 60
 
 
