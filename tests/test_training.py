@@ -272,3 +272,51 @@ def test_warm_start_fits_the_rate_model_before_training(image_folder: Path, tmp_
     assert any(not torch.equal(a, b) for a, b in zip(after, before))
     assert trainer.calibrated and float(trainer.objective.rate_calibration) != 1.0
     assert all(g["lr"] == trainer.cfg.rate_model_lr for g in trainer.rate_opt.param_groups)
+
+
+def test_decoder_only_training_trains_the_decoder_on_the_products_thumbnails(image_folder: Path, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache holds exactly the coefficients of the .jpg the product writes for each orientation;
+    training moves the decoder only (the thumbnail stays the frozen model's); a run resumes, and a
+    run whose last.pt is gone starts again from the weights (the cache is kept and reused)."""
+    from hyperthumbnail.codec.steps import decode_thumbnail
+    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.pipeline import Pipeline
+    from hyperthumbnail.training.decoder_only import DecoderTrainer
+    from hyperthumbnail.training.thumbnail_cache import check_cache, orient
+    from hyperthumbnail.training.train import TrainConfig
+    from hyperthumbnail.weights import load_model, save_weights
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))  # the random model's graphs stay here
+    torch.manual_seed(3)
+    weights = tmp_path / "w.safetensors"
+    save_weights(HyperThumbnail(ModelConfig(**SMALL)), weights, {})
+    cache = tmp_path / "cache"
+
+    def trainer(steps: int) -> DecoderTrainer:
+        cfg = TrainConfig(data=str(image_folder), run_dir=str(tmp_path / "run"), val_data=None, steps=steps, batch=2,
+                          crop=64, threads=1, log_every=1, checkpoint_every=2, warmup_steps=1, lr=1e-3,
+                          init_weights=str(weights), model=ModelConfig(**SMALL))
+        return DecoderTrainer(cfg, str(cache), orientations=2)
+
+    first = trainer(3)
+    first.run()
+    source, trained = load_model(weights).state_dict(), first.model.state_dict()
+    assert all(torch.equal(trained[k], source[k]) for k in source if k.startswith(("encoder.", "qpm.")))
+    assert any(not torch.equal(trained[k], source[k]) for k in source if k.startswith("decoder."))
+    assert check_cache(cache, weights)["orientations"] == 2
+
+    pipeline = Pipeline(weights)
+    with np.load(sorted(cache.glob("*.npz"))[0]) as z:
+        hr, q1, tables1 = z["hr"], z["q1"], z["tables1"]
+    q, tables, _ = decode_thumbnail(pipeline.encode(np.ascontiguousarray(orient(hr, 1))), 4)
+    np.testing.assert_array_equal(q1, q)
+    np.testing.assert_array_equal(tables1, tables)
+
+    resumed = trainer(5)
+    resumed.run()
+    assert resumed.step == 5 and (tmp_path / "run" / "log.csv").read_text().splitlines()[-1].startswith("5,")
+    (tmp_path / "run" / "last.pt").unlink()  # a new machine: no checkpoint, the committed weights
+    again = trainer(1)
+    again.run()
+    assert again.step == 1

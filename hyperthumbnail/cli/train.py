@@ -66,6 +66,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start a new run from these weights (e.g. the shipped ones); ignored when resuming")
     p.add_argument("--rate-prefit-steps", type=int, default=200,
                    help="with --init-weights: fit the fresh rate model to the loaded encoder for N steps first")
+    p.add_argument("--decoder-only", action="store_true",
+                   help="freeze the encoder and QPM of --init-weights and train the decoder alone on their "
+                   "thumbnails of the training photos, made once into --cache-dir (the thumbnail stays exactly theirs)")
+    p.add_argument("--cache-dir", default=None,
+                   help="with --decoder-only: where the training thumbnails are cached (default: RUN_DIR/../cache-xSCALE)")
+    p.add_argument("--orientations", type=int, choices=range(1, 9), default=8, metavar="{1..8}",
+                   help="with --decoder-only: orientations of each photo encoded into the cache (rotations x mirror)")
+    p.add_argument("--mse-weight", type=float, default=0.0,
+                   help="with --decoder-only: loss = L1 + this * MSE of the rebuilt photo")
     p.add_argument("--export-weights", default=None, metavar="PATH",
                    help="after training, write the EMA weights of best.pt (else last.pt) as fp16 safetensors + JSON card")
     p.set_defaults(func=run)
@@ -94,7 +103,16 @@ def run(args: argparse.Namespace) -> int:
                           min_guide_weight=args.min_guide_weight, init_guide_weight=args.init_guide_weight,
                           guide_power=args.guide_power, chroma_weight=args.chroma_weight),
     )
-    trainer = Trainer(cfg)
+    if args.decoder_only:
+        from pathlib import Path
+
+        from ..training.decoder_only import DecoderTrainer
+        if not args.init_weights:
+            raise CLIError("--decoder-only needs --init-weights (the frozen encoder, e.g. the shipped weights)")
+        cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
+        trainer = DecoderTrainer(cfg, cache, args.orientations, args.mse_weight)
+    else:
+        trainer = Trainer(cfg)
     trainer.run()
     if args.export_weights:
         from pathlib import Path

@@ -217,6 +217,14 @@ class Trainer:
         ratio = self.calibrate(out)["calib_ratio"]
         print(f"fitted the rate model for {steps} steps; real/proxy bits {ratio:.3f}")
 
+    def prepare(self, resumed: bool) -> ImageBank:
+        """The training data in memory (and, on a warm start, the rate model fitted to it)."""
+        cfg = self.cfg
+        bank = ImageBank(cfg.data, self.device, min_side=max(cfg.crop, cfg.warmup_crop or 0))
+        if not resumed and cfg.init_weights and cfg.rate_prefit_steps:
+            self._prefit_rate_model(bank, cfg.rate_prefit_steps)
+        return bank
+
     def save(self) -> None:
         save_checkpoint(self.ckpt_path, self.state())
 
@@ -291,9 +299,7 @@ class Trainer:
         resumed = self.resume()
         if not resumed and cfg.init_weights:
             self._init_from(cfg.init_weights)
-        bank = ImageBank(cfg.data, self.device, min_side=max(cfg.crop, cfg.warmup_crop or 0))
-        if not resumed and cfg.init_weights and cfg.rate_prefit_steps:
-            self._prefit_rate_model(bank, cfg.rate_prefit_steps)
+        bank = self.prepare(resumed)
         fields = ["step", "elapsed_s", "lr", "crop", "loss", "l1", "hr_psnr", "thumb_psnr", "thumb_worst", "bpp_est",
                   "w_rate", "w_guide", "target_bpp", "thumb_floor", "calib_ratio", "rate_calibration", "skipped"]
         log_new = not self.log_path.exists()
@@ -323,8 +329,8 @@ class Trainer:
                                rate_calibration=float(self.objective.rate_calibration))
                     log.writerow(row)
                     logf.flush()
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['hr_psnr']:.2f}",
-                                    thumb=f"{row['thumb_psnr']:.1f}", bpp=f"{row['bpp_est']:.3f}")
+                    shown = {"loss": ".4f", "hr_psnr": ".2f", "thumb_psnr": ".1f", "bpp_est": ".3f"}
+                    bar.set_postfix({k: format(row[k], f) for k, f in shown.items() if k in row})
                     acc = {}
                 bar.update(1)
                 if self.step % cfg.val_every == 0:
