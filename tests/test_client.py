@@ -324,7 +324,7 @@ def test_perf_sweep(tmp_path, triton_server, model, protocol, shm, capsys):
 
 @pytest.mark.server
 def test_perf_times_one_request_to_size_its_windows(tmp_path, triton_server, capsys):
-    """Without --measurement-interval-ms the window is fitted to the request time, probed first."""
+    """Without --measurement-interval-ms the window is fitted to the request time (two requests probed first)."""
     out = tmp_path / "results.json"
     assert main(["perf", "--engine", "builtin", "--url", triton_server.http_url, "--resolution", "256x192",
                  "--max-windows", "1", "--warmup", "0", "--output", str(out)]) == 0
