@@ -428,3 +428,25 @@ def test_speed_refuses_bad_options(capsys):
                        (["--url", "127.0.0.1:1", "--protocols", "http"], "one variant"), (["--warmup", "0"], "warmup")):
         assert cli(["bench", "speed", *args]) == 1, args
         assert word in capsys.readouterr().err, args
+
+
+def test_tiling_bench_counts_what_tiling_moves(tmp_path):
+    """`bench tiling` on a photo cut into several tiles: counts, tables, dB, and the CPU it ran on.
+    What it finds is the CPU's (module docstring of tests/test_tiling.py): only the bounds that
+    hold on every x86 CPU are asserted."""
+    from hyperthumbnail.benchmarks.tiling import tile_pixels_for
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(photo_like(1400, 1000, seed=70)).save(photos / "wide.png")
+    assert cli(["bench", "tiling", str(photos), "--out", str(tmp_path), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "tiling.json").read_text())
+    row, summary = record["photos"][0], record["summary"]
+    assert row["photo"] == "photos/wide.png" and row["size"] == [1400, 1000]
+    assert row["tile_pixels"] == tile_pixels_for(1400, 1000, 4) == 640 * 640  # 4 tiles and more
+    assert row["coefficients"] == 3 * 64 * 32 * 44 and row["tables_equal"]
+    assert row["quantized_differing"] <= 1e-4 * row["coefficients"] and row["quantized_max_step"] <= 1
+    assert abs(row["hr_psnr_tiled"] - row["hr_psnr_whole"]) < 0.01
+    assert summary["photos"] == 1 and summary["tables_always_equal"]
+    assert isinstance(record["meta"]["machine"]["cpu_vector_extensions"], list)
+    assert "encoder" in record["meta"]["graphs"]

@@ -6,9 +6,9 @@ few unquantized coefficients; where such a coefficient sits on a rounding tie, i
 value (what the file stores) moves by one step. Per photo this records how many raw and quantized
 coefficients differ, whether the tables agree, and the effect in dB: the two thumbnails against
 each other and both rebuilt photos against the original (decoded by the same untiled graphs, so
-only the encode's difference counts). Tiles are the smallest that hold the encoder's margin, so
-every photo is cut into several. Writes `tiling.json`; the machine record names the CPU's vector
-extensions, since the answer is the CPU's.
+only the encode's difference counts). Tiles hold about a quarter of the photo (at least the
+smallest tile that holds the encoder's margin), so every photo is cut into several. Writes
+`tiling.json`; the machine record names the CPU's vector extensions, since the answer is the CPU's.
 """
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ from ..weights import default_weights_path
 from .machine import machine_info, utc_now
 
 
-def smallest_tile_pixels(scale: int) -> int:
-    """HR pixels of the smallest square tile whose core survives the encoder's margin on all sides."""
+def tile_pixels_for(width: int, height: int, scale: int) -> int:
+    """Tiles of about a quarter of the photo (4-9 tiles), but at least the smallest square tile whose
+    core survives the encoder's margin on all sides (a Kodak photo: 640x640 tiles with 64x64 cores)."""
     side = (2 * ENCODER_MARGIN_BLOCKS + 2) * 8 * scale
-    return side * side
+    return max(side * side, width * height // 4)
 
 
 def _finite(value: float) -> float | None:
@@ -44,6 +45,7 @@ def _finite(value: float) -> float | None:
 def measure_photo(whole, tiled, image: np.ndarray) -> dict:
     """One photo through `whole` (untiled) and `tiled` graph sets of the same runtime and precision."""
     padded, (width, height) = pad_photo(image, whole.scale)
+    tiled.tile_pixels = tile_pixels_for(width, height, whole.scale)
     raw_whole, raw_tiled = whole.coefficients(padded), tiled.coefficients(padded)
     (q_whole, t_whole), (q_tiled, t_tiled) = whole.quantize(raw_whole), whole.quantize(raw_tiled)
     moved = np.abs(q_tiled.astype(np.int64) - q_whole)
@@ -51,7 +53,7 @@ def measure_photo(whole, tiled, image: np.ndarray) -> dict:
     thumbs = [np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in files]
     photos = [crop_to(whole.reconstruct(q, t), width, height) for q, t in ((q_whole, t_whole), (q_tiled, t_tiled))]
     return {
-        "size": [width, height], "coefficients": int(q_whole.size),
+        "size": [width, height], "tile_pixels": tiled.tile_pixels, "coefficients": int(q_whole.size),
         "raw_differing": int(np.count_nonzero(raw_whole != raw_tiled)),
         "quantized_differing": int(np.count_nonzero(moved)), "quantized_max_step": int(moved.max()),
         "tables_equal": bool(np.array_equal(t_whole, t_tiled)), "files_equal": files[0] == files[1],
@@ -63,7 +65,7 @@ def measure_photo(whole, tiled, image: np.ndarray) -> dict:
 def run(args: argparse.Namespace) -> int:
     weights = Path(args.weights) if args.weights else default_weights_path(args.scale)
     whole = load_graphs(weights, "openvino", args.precision, args.threads, tile_pixels=None)
-    tiled = load_graphs(weights, "openvino", args.precision, args.threads, tile_pixels=smallest_tile_pixels(whole.scale))
+    tiled = load_graphs(weights, "openvino", args.precision, args.threads)  # tile size set per photo
     photos = [p for folder in args.folders for p in list_images(folder)]
     if not photos:
         raise FileNotFoundError(f"no photos in {', '.join(map(str, args.folders))}")
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"meta": {"date": utc_now(), "machine": machine_info(), "weights": weights.name,
-                       "graphs": whole.describe(), "tile_pixels": smallest_tile_pixels(whole.scale),
+                       "graphs": whole.describe(),
                        "command": "hyperthumbnail bench tiling " + " ".join(str(f) for f in args.folders)},
               "summary": summary, "photos": rows}
     (out / "tiling.json").write_text(json.dumps(record, indent=1) + "\n")
