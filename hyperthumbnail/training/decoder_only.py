@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .thumbnail_cache import build_cache, check_cache, orient
-from .train import Trainer
+from .train import TrainConfig, Trainer
 
 
 class CachedThumbnailBank:
@@ -63,7 +63,7 @@ class CachedThumbnailBank:
 
 
 class DecoderTrainer(Trainer):
-    def __init__(self, cfg, cache_dir: str, orientations: int, mse_weight: float = 0.0):
+    def __init__(self, cfg: TrainConfig, cache_dir: str, orientations: int, mse_weight: float = 0.0):
         super().__init__(cfg)
         if not cfg.init_weights:
             raise ValueError("decoder-only training needs --init-weights: the frozen encoder that made the cache")
