@@ -450,3 +450,17 @@ def test_tiling_bench_counts_what_tiling_moves(tmp_path):
     assert summary["photos"] == 1 and summary["tables_always_equal"]
     assert isinstance(record["meta"]["machine"]["cpu_vector_extensions"], list)
     assert "encoder" in record["meta"]["graphs"]
+
+
+def test_fold_bench_compares_the_two_body_forms(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(photo_like(320, 224, seed=71)).save(photos / "small.png")
+    assert cli(["bench", "fold", "--photos", str(photos), "--resolution", "256x192", "--repeats", "1",
+                "--out", str(tmp_path), "--threads", "1"]) == 0
+    record = json.loads((tmp_path / "fold.json").read_text())
+    row, summary = record["photos"][0], record["summary"]
+    assert row["photo"] == "small.png" and row["folded_vs_unfolded_db"] >= 45 and row["max_level_difference"] <= 4
+    assert abs(row["hr_psnr_folded"] - row["hr_psnr_unfolded"]) < 0.05
+    assert summary["body_median_ms"]["folded"] > 0 and summary["speedup"] > 0
+    assert record["meta"]["body_features_shape"] == [1, 27, 48, 64]

@@ -182,15 +182,13 @@ def test_graph_set_encodes_and_decodes_tiled_like_untiled(graphs, runtime, monke
     assert results[0][1].shape == image.shape and results[0][1].dtype == np.uint8
 
 
-def test_cache_key_matches_the_exporter_without_importing_it():
+def test_cached_graphs_run_without_importing_the_exporter():
     import subprocess
     import sys
 
-    from hyperthumbnail.export.onnx_export import export_code_hash as exporter_hash
-    from hyperthumbnail.runtime.graphs import export_code_hash, load_graphs
+    from hyperthumbnail.runtime.graphs import load_graphs
     from hyperthumbnail.weights import default_weights_path
 
-    assert export_code_hash() == exporter_hash()
     # The graph path of the CLI runs without torch once the graphs are cached (torch's import is
     # ~1.7 s of every command on a small machine): imports, loading the cached set, a decode.
     load_graphs(default_weights_path())  # exports into the cache if it is not there yet

@@ -157,6 +157,32 @@ def test_plan_covers_once_and_respects_the_area():
         plan_tiles(100, 100, 9, 100)
 
 
+def test_exported_body_with_the_folded_skip_equals_the_readable_body(graphs, runners_f32):
+    """The exported body adds the bicubic skip as a conv at LR before its pixel shuffle
+    (`export/fold.py`); the model keeps the readable full-resolution skip. On a real photo's
+    thumbnail, whole and in small tiles (borders and tile seams), the f32 graph equals the torch
+    body within float rounding: uint8 within one level, >= 50 dB apart."""
+    import torch
+
+    from hyperthumbnail.codec.images import load_image
+    from hyperthumbnail.export.onnx_export import to_uint8_hwc
+    from hyperthumbnail.metrics import psnr
+    from hyperthumbnail.serving.demo import SAMPLE_PHOTOS
+    from hyperthumbnail.weights import default_weights_path, load_model
+
+    photo = load_image(SAMPLE_PHOTOS / "maple.jpg")[:1016, :1400]  # edges not on the block grid
+    padded = pad_to_multiple(photo, 8 * SCALE)
+    q = _quantize(runners_f32, encode_tiled(_encoder(runners_f32), padded, SCALE, max_tile_pixels=None))
+    features = runners_f32["features"].run({"quantized": q["quantized"], "tables": q["tables"]})["features"]
+    with torch.no_grad():
+        readable = load_model(default_weights_path(SCALE), SCALE).decoder.body_from_features(torch.from_numpy(features))
+        reference = to_uint8_hwc(readable.clamp(0.0, 1.0))[0].numpy()
+    for tile in (None, 512 * 512):
+        folded = decode_body_tiled(_body(runners_f32), features[0], SCALE, max_tile_pixels=tile)
+        assert np.abs(folded.astype(np.int16) - reference).max() <= 1
+        assert psnr(folded, reference) >= 50.0
+
+
 def test_tiles_converted_to_float_one_by_one_equal_the_whole_float_image(runners_f32, photo):
     """Each uint8 tile is converted with `steps.preprocess`'s float32 arithmetic: the same
     coefficients as the graph run on the whole float image (the torch path's input). In f32, so

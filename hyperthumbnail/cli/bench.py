@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -194,6 +194,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     tiles.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     tiles.add_argument("--out", default="benchmarks/results")
     tiles.set_defaults(func=_module_run("tiling"))
+
+
+    fold = bench.add_parser(
+        "fold", help="the decoder body with its bicubic skip folded into the LR tail vs the readable form",
+        description="Exports both decoder_body forms from the same weights and runs them with the same runtime and "
+        "precision: HR PSNR of each on --photos (the product's thumbnails), the two against each other, and the body "
+        "alone at --resolution, alternating. Writes fold.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    fold.add_argument("--photos", type=Path, default=Path("../shared/datasets/kodak"))
+    fold.add_argument("--resolution", default="6k", help="1080p, 4k, 6k, WxH or an image file (as `perf`)")
+    fold.add_argument("--repeats", type=int, default=3, help="timed runs of each body")
+    fold.add_argument("--weights", default=None, help="default: the shipped 4x weights")
+    fold.add_argument("--precision", choices=("auto", "f32", "bf16"), default="auto")
+    fold.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    fold.add_argument("--out", default="benchmarks/results")
+    fold.set_defaults(func=_module_run("fold"))
 
 
 def _module_run(module_name: str):

@@ -10,7 +10,6 @@ downscaler's per-channel kernel (`repeat` by a traced channel count) with dynami
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -26,6 +25,7 @@ from torch import nn
 
 from ..model import HyperThumbnail
 from ..model.dct import image_to_coefficients
+from .fold import FoldedDecoderBody
 
 DEFAULT_OPSET = 18  # the torch.export exporter's native opset; TensorRT 10 parses up to 22
 GRAPH_NAMES = ("encoder", "qpm", "decoder")
@@ -33,6 +33,8 @@ GRAPH_NAMES = ("encoder", "qpm", "decoder")
 # field of ~35 blocks, the body only ~36 LR pixels, so only the body is tiled. Both end as the
 # deployed image does: uint8 HWC (clamp, x255, round half to even inside the graph).
 SPLIT_DECODER_NAMES = ("decoder_features", "decoder_body")
+# The graphs that end in the decoder body, whose bicubic skip export folds (fold.py).
+SKIP_GRAPHS = ("decoder", "decoder_u8", "decoder_body")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -123,15 +125,32 @@ class QPMGraph(nn.Module):
         return q.to(torch.int32), tables.to(torch.int32)
 
 
-class DecoderGraph(nn.Module):
-    """quantized (int32) + tables (int32) -> HR image in [0,1]."""
-
+class _ReadableBody(nn.Module):
     def __init__(self, model: HyperThumbnail):
         super().__init__()
+        self.decoder = model.decoder
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder.body_from_features(features)
+
+
+def body_module(model: HyperThumbnail, fold_skip: bool = True) -> nn.Module:
+    """The decoder body as exported: the bicubic skip folded into the LR tail (default), or the
+    model's readable full-resolution form (`bench fold` measures one against the other)."""
+    return FoldedDecoderBody(model.decoder) if fold_skip else _ReadableBody(model)
+
+
+class DecoderGraph(nn.Module):
+    """quantized (int32) + tables (int32) -> HR image in [0,1] (the body with its bicubic skip
+    folded into the LR tail, `fold.py`: what every decoder graph exports)."""
+
+    def __init__(self, model: HyperThumbnail, fold_skip: bool = True):
+        super().__init__()
         self.model = model
+        self.body = body_module(model, fold_skip)
 
     def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(quantized, tables)
+        return self.body(self.model.decoder.features(quantized.float(), tables.float())).clamp(0.0, 1.0)
 
 
 def to_uint8_hwc(image: torch.Tensor) -> torch.Tensor:
@@ -142,15 +161,11 @@ def to_uint8_hwc(image: torch.Tensor) -> torch.Tensor:
     return torch.round(image * 255.0).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-class DecoderU8Graph(nn.Module):
+class DecoderU8Graph(DecoderGraph):
     """quantized (int32) + tables (int32) -> HR image, uint8 HWC (no float HR image leaves)."""
 
-    def __init__(self, model: HyperThumbnail):
-        super().__init__()
-        self.model = model
-
     def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        return to_uint8_hwc(self.model.decode(quantized, tables))
+        return to_uint8_hwc(super().forward(quantized, tables))
 
 
 class DecoderFeaturesGraph(nn.Module):
@@ -166,14 +181,14 @@ class DecoderFeaturesGraph(nn.Module):
 
 
 class DecoderBodyGraph(nn.Module):
-    """LR features (any crop of them) -> HR image uint8 HWC of that crop."""
+    """LR features (any crop of them) -> HR image uint8 HWC of that crop (bicubic skip folded)."""
 
-    def __init__(self, model: HyperThumbnail):
+    def __init__(self, model: HyperThumbnail, fold_skip: bool = True):
         super().__init__()
-        self.model = model
+        self.body = body_module(model, fold_skip)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return to_uint8_hwc(self.model.decoder.body_from_features(features).clamp(0.0, 1.0))
+        return to_uint8_hwc(self.body(features).clamp(0.0, 1.0))
 
 
 def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...]:
@@ -250,17 +265,22 @@ def validate_onnx(path: str | Path) -> None:
     onnx.shape_inference.infer_shapes(onnx.load(str(path)), strict_mode=True)
 
 
-def export_graph(model: HyperThumbnail, name: str, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
-    """Export one of `GRAPH_NAMES` to `path` and validate it."""
+def export_graph(model: HyperThumbnail, name: str, path: str | Path, opset: int = DEFAULT_OPSET,
+                 fold_skip: bool = True) -> Path:
+    """Export one of `GRAPH_NAMES` to `path` and validate it (`fold_skip=False`: a decoder graph
+    with the readable full-resolution bicubic skip, for comparisons only)."""
     if name not in _GRAPH_MODULES:
         raise ValueError(f"unknown graph {name!r}; expected one of {tuple(_GRAPH_MODULES)}")
+    if not fold_skip and name not in SKIP_GRAPHS:
+        raise ValueError(f"graph {name!r} has no bicubic skip to leave unfolded; only {SKIP_GRAPHS} do")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     inputs, outputs = GRAPH_IO[name]
     with _eval_mode(model), torch.no_grad(), quiet_exporter():
         args = _example_inputs(model, name)
+        module = _GRAPH_MODULES[name](model, **({} if fold_skip else {"fold_skip": False}))
         program = torch.onnx.export(
-            _GRAPH_MODULES[name](model).eval(), args, dynamo=True, opset_version=opset,
+            module.eval(), args, dynamo=True, opset_version=opset,
             input_names=[t.name for t in inputs], output_names=[t.name for t in outputs],
             dynamic_shapes=_dynamic_shapes(name), external_data=False,
         )
@@ -295,16 +315,6 @@ def write_manifest(model: HyperThumbnail, out_dir: str | Path, opset: int = DEFA
     path = out_dir / MANIFEST_NAME
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path
-
-
-def export_code_hash() -> str:
-    """Hash of the code that shapes the exported graphs: caches of exported graphs (the serving
-    repository, the in-process pipeline) key on it, so a code change means a re-export."""
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for path in sorted([*(package / "model").glob("*.py"), Path(__file__).resolve()]):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def load_export_model(model: HyperThumbnail | str | os.PathLike | None, scale: int = 4) -> tuple[HyperThumbnail, str | None]:

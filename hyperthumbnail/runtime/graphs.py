@@ -46,11 +46,14 @@ def run_decoder(features, body, quantized: np.ndarray, tables: np.ndarray, scale
 
 
 def export_code_hash() -> str:
-    """`export.onnx_export.export_code_hash` without importing the exporter (torch, onnx: seconds
-    at every CLI start); tests/test_runtime_openvino.py checks the two agree."""
+    """Hash of the code that shapes the exported graphs (the model, the exporter, the skip fold):
+    caches of exported graphs (the serving repository, the in-process pipeline) key on it, so a
+    code change means a re-export. Here, not in the exporter, so that a CLI start with cached graphs
+    imports neither torch nor onnx (seconds); the exporter uses this one."""
     package = Path(__file__).resolve().parents[1]
     digest = hashlib.sha256()
-    for path in sorted([*(package / "model").glob("*.py"), package / "export" / "onnx_export.py"]):
+    exporter = [package / "export" / name for name in ("onnx_export.py", "fold.py")]
+    for path in sorted([*(package / "model").glob("*.py"), *exporter]):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

@@ -192,7 +192,7 @@ def build_repository(
         plan_max_batch = DEFAULT_MAX_BATCH
     if plan_max_batch < 1:
         raise RepositoryError(f"plan_max_batch must be >= 1, got {plan_max_batch}")
-    from ..export.onnx_export import export_code_hash
+    from ..runtime.graphs import export_code_hash
 
     weights_hash, source = _weights_identity(weights, scale)
     stamp = {

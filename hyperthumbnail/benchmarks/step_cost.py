@@ -1,6 +1,6 @@
 """What a training step costs, joint vs decoder-only, measured side by side in one process.
 
-    python -m hyperthumbnail.training.step_cost --cache runs/cache-x4 --out docs/training_logs/v4_step_cost.json
+    python -m hyperthumbnail.benchmarks.step_cost --cache runs/cache-x4 --out docs/training_logs/v4_step_cost.json
 
 Both trainers start from the same weights with the same batch, crop and thread count; rounds
 alternate (joint, decoder-only, joint, ...) so that a neighbour's load falls on both. Wall time
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ..benchmarks.machine import machine_info, utc_now
+from ..training.data import ImageBank
+from ..training.decoder_only import CachedThumbnailBank, DecoderTrainer
+from ..training.train import TrainConfig, Trainer
 from ..weights import default_weights_path
-from .data import ImageBank
-from .decoder_only import CachedThumbnailBank, DecoderTrainer
-from .train import TrainConfig, Trainer
+from .machine import machine_info, utc_now
 
 
 def _time_steps(trainer: Trainer, bank, steps: int) -> tuple[list[float], list[float]]:

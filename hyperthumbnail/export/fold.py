@@ -1,0 +1,67 @@
+"""The decoder body for export, with its bicubic skip folded into the low-resolution tail.
+
+The trained decoder adds a bicubic upsample of the thumbnail to the body's output at full
+resolution (`Decoder.body_from_features`: readable, and the form training uses). A bicubic x`s`
+upsample (PyTorch, `align_corners=False`, borders clamped) is a fixed linear filter: each of the
+s*s output phases is a separable kernel over a 5x5 window of LR pixels (4 taps per axis), i.e. a
+fixed 3 -> 3*s*s convolution at LR over the replicate-padded thumbnail, followed by the same
+pixel shuffle the body's tail already does. Added to the tail conv's output before that shuffle,
+the only full-resolution work left is the shuffle itself and the uint8 conversion (a 6K decode
+spent more time on the full-resolution skip than on the whole network: issue #28).
+
+The weights come from the bicubic kernel's impulse responses at export time, so every checkpoint
+gets the folded graph for free; `tests/test_export.py` holds it equal to the unfolded body.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model.decoder import Decoder
+
+RADIUS = 2  # LR pixels each side: bicubic x s (s = 2, 4) reads 4 taps within +-2 of an output's source
+
+
+def bicubic_phase_weights(scale: int, channels: int = 3) -> torch.Tensor:
+    """(channels * s * s, 1, 5, 5) float32: grouped-conv weights (groups=channels: output channel
+    c*s*s + phase reads input channel c only, the order pixel shuffle expects) whose output,
+    pixel-shuffled by `scale`, is `F.interpolate(x, scale_factor=scale, mode="bicubic",
+    align_corners=False)` of x replicate-padded by `RADIUS` (read off impulse responses in float64)."""
+    size = 4 * RADIUS + 1  # an impulse far enough from the borders that no clamping touches it
+    centre = size // 2
+    impulse = torch.zeros(1, 1, size, size, dtype=torch.float64)
+    impulse[0, 0, centre, centre] = 1.0
+    response = F.interpolate(impulse, scale_factor=scale, mode="bicubic", align_corners=False)[0, 0]
+    k = 2 * RADIUS + 1
+    weights = torch.zeros(channels * scale * scale, 1, k, k, dtype=torch.float64)
+    for py in range(scale):
+        for px in range(scale):
+            for ky in range(k):
+                for kx in range(k):
+                    # output (i, j) at phase (py, px) reads LR (i + ky - RADIUS, j + kx - RADIUS): the
+                    # impulse at `centre` is read by the output whose i = centre - ky + RADIUS
+                    i, j = centre - ky + RADIUS, centre - kx + RADIUS
+                    value = response[scale * i + py, scale * j + px]
+                    for c in range(channels):
+                        weights[c * scale * scale + py * scale + px, 0, ky, kx] = value
+    return weights.float()
+
+
+class FoldedDecoderBody(nn.Module):
+    """LR features -> HR image (not clamped), equal to `decoder.body_from_features` within float
+    rounding: body tail conv + the bicubic skip as a 3 -> 3*s*s conv at LR, one pixel shuffle."""
+
+    def __init__(self, decoder: Decoder):
+        super().__init__()
+        self.decoder = decoder
+        self.scale = decoder.scale
+        self.register_buffer("skip_weight", bicubic_phase_weights(decoder.scale), persistent=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        body = self.decoder.body
+        h = body.head(features)
+        tail = body.tail[0](h + body.body(h))  # the tail conv, before its pixel shuffle
+        lr = F.pad(features[:, :3], (RADIUS,) * 4, mode="replicate")
+        skip = F.conv2d(lr, self.skip_weight.to(lr.dtype), groups=lr.shape[1])
+        return F.pixel_shuffle(tail + skip, self.scale)
