@@ -23,6 +23,14 @@ from ..benchmarks.machine import machine_info
 from ..interface import ADMIN_HEADER, ADMIN_KEY_ENV, DECODE_MODEL, ENSEMBLES, MODELS
 from .errors import CLIError
 
+DEFAULT_WINDOW_MS = 5000.0
+# Auto windows hold about this many requests of the probed length (perf_analyzer ends a run on a
+# window in which nothing completed, and 1-2 requests a window never agree on p95).
+REQUESTS_PER_WINDOW = 4
+# The probe times this many requests and keeps the faster: a server's first request of a new shape
+# also prepares its kernels (a 6K decode with one core busy: 12 s first, 8.9 s the next).
+PROBE_REQUESTS = 2
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -67,17 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only write perf_analyzer --input-data JSON for this model/resolution (and print the "
                    "perf_analyzer command); no load test")
     p.set_defaults(func=run)
-
-
-DEFAULT_WINDOW_MS = 5000.0
-# Auto windows hold about this many requests of the probed length (perf_analyzer ends a run on a
-# window in which nothing completed, and 1-2 requests a window never agree on p95).
-REQUESTS_PER_WINDOW = 4
-
-
-# The probe times this many requests and keeps the fastest: a server's first request of a new
-# shape also prepares its kernels (a 6K decode: 12 s first, 3.5 s after, on the same machine).
-PROBE_REQUESTS = 2
 
 
 def _timed(call, client) -> float:
