@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..codec.images import bicubic_downscale
 from ..metrics import bpp, psnr
-from .crops import _font, labelled, sheet, zoom
+from .crops import caption_font, labelled, sheet, zoom
 from .methods import bicubic_jpeg_codec
 
 CROP = 192  # HR pixels of the crop's side; a multiple of both scales
@@ -58,7 +58,7 @@ def compare(name: str, image: np.ndarray, thumbnail_jpeg: bytes, restored: np.nd
         return zoom(a[y:y + side, x:x + side], ZOOM)
 
     s = scale
-    font = _font(15)
+    font = caption_font(15)
     panels = [
         labelled(crop(image), ["original", f"{w}x{h}"], font),
         labelled(zoom(thumb[y // s:(y + side) // s, x // s:(x + side) // s], ZOOM * s),

@@ -100,7 +100,7 @@ def zoom(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def caption_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # Pillow's bundled FreeType font
     except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
@@ -193,7 +193,7 @@ def run_image(spec: CropSpec, old: Pipeline, new: Pipeline, out: Path, thumb_zoo
     for name, coded in files.items():
         (out / f"{stem}_{name}.jpg").write_bytes(coded.jpeg)
     thumbs, photos = panels(image, files, spec, scale, thumb_zoom, photo_zoom)
-    font = _font(14)
+    font = caption_font(14)
     q = files.bicubic_jpeg.quality
     label = {"bicubic_jpeg": f"(b) bicubic -> JPEG q{q}", "old": f"(c) old: {names[0]}", "new": f"(d) new: {names[1]}"}
 
