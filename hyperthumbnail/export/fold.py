@@ -58,10 +58,22 @@ class FoldedDecoderBody(nn.Module):
         self.scale = decoder.scale
         self.register_buffer("skip_weight", bicubic_phase_weights(decoder.scale), persistent=False)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def phases(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, 3*s*s, h, w): the HR image before its pixel shuffle (body tail + folded skip)."""
         body = self.decoder.body
         h = body.head(features)
         tail = body.tail[0](h + body.body(h))  # the tail conv, before its pixel shuffle
         lr = F.pad(features[:, :3], (RADIUS,) * 4, mode="replicate")
-        skip = F.conv2d(lr, self.skip_weight.to(lr.dtype), groups=lr.shape[1])
-        return F.pixel_shuffle(tail + skip, self.scale)
+        return tail + F.conv2d(lr, self.skip_weight.to(lr.dtype), groups=lr.shape[1])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.phases(features), self.scale)
+
+    def uint8_hwc(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, h*s, w*s, 3) uint8: `to_uint8_hwc(forward(features).clamp(0, 1))` pixel for pixel,
+        with the conversion done before the one transpose (pixel shuffle and HWC layout in a
+        single reorder), so that the full-resolution reorder moves 1 byte a value instead of 4."""
+        u8 = torch.round(self.phases(features).clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+        b, _, h, w = u8.shape
+        s = self.scale
+        return u8.reshape(b, 3, s, s, h, w).permute(0, 4, 2, 5, 3, 1).reshape(b, h * s, w * s, 3)

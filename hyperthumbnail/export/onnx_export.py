@@ -126,6 +126,8 @@ class QPMGraph(nn.Module):
 
 
 class _ReadableBody(nn.Module):
+    """The model's own body: bicubic skip at full resolution (for comparisons)."""
+
     def __init__(self, model: HyperThumbnail):
         super().__init__()
         self.decoder = model.decoder
@@ -133,10 +135,14 @@ class _ReadableBody(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.decoder.body_from_features(features)
 
+    def uint8_hwc(self, features: torch.Tensor) -> torch.Tensor:
+        return to_uint8_hwc(self(features).clamp(0.0, 1.0))
 
-def body_module(model: HyperThumbnail, fold_skip: bool = True) -> nn.Module:
+
+def body_module(model: HyperThumbnail, fold_skip: bool = True) -> FoldedDecoderBody | _ReadableBody:
     """The decoder body as exported: the bicubic skip folded into the LR tail (default), or the
-    model's readable full-resolution form (`bench fold` measures one against the other)."""
+    model's readable full-resolution form (`bench fold` measures one against the other). Both
+    give the float image (`forward`) and the uint8 HWC one (`uint8_hwc`)."""
     return FoldedDecoderBody(model.decoder) if fold_skip else _ReadableBody(model)
 
 
@@ -165,7 +171,7 @@ class DecoderU8Graph(DecoderGraph):
     """quantized (int32) + tables (int32) -> HR image, uint8 HWC (no float HR image leaves)."""
 
     def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        return to_uint8_hwc(super().forward(quantized, tables))
+        return self.body.uint8_hwc(self.model.decoder.features(quantized.float(), tables.float()))
 
 
 class DecoderFeaturesGraph(nn.Module):
@@ -188,7 +194,7 @@ class DecoderBodyGraph(nn.Module):
         self.body = body_module(model, fold_skip)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return to_uint8_hwc(self.body(features).clamp(0.0, 1.0))
+        return self.body.uint8_hwc(features)
 
 
 def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...]:
