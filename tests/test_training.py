@@ -1,6 +1,7 @@
 """Training: loss goes down, checkpoints are atomic and a kill -9 resumes the same curve."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -283,7 +284,7 @@ def test_decoder_only_training_trains_the_decoder_on_the_products_thumbnails(ima
     from hyperthumbnail.model import HyperThumbnail, ModelConfig
     from hyperthumbnail.pipeline import Pipeline
     from hyperthumbnail.training.decoder_only import DecoderTrainer
-    from hyperthumbnail.training.thumbnail_cache import check_cache, orient
+    from hyperthumbnail.training.thumbnail_cache import encoder_fingerprint, orient
     from hyperthumbnail.training.train import TrainConfig
     from hyperthumbnail.weights import load_model, save_weights
 
@@ -304,7 +305,8 @@ def test_decoder_only_training_trains_the_decoder_on_the_products_thumbnails(ima
     source, trained = load_model(weights).state_dict(), first.model.state_dict()
     assert all(torch.equal(trained[k], source[k]) for k in source if k.startswith(("encoder.", "qpm.")))
     assert any(not torch.equal(trained[k], source[k]) for k in source if k.startswith("decoder."))
-    assert check_cache(cache, weights)["orientations"] == 2
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest == {"encoder_sha256": encoder_fingerprint(weights), "scale": 4, "orientations": 2}
 
     pipeline = Pipeline(weights)
     with np.load(sorted(cache.glob("*.npz"))[0]) as z:

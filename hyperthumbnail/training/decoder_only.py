@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .thumbnail_cache import build_cache, check_cache, orient
+from .thumbnail_cache import build_cache, orient
 from .train import TrainConfig, Trainer
 
 
@@ -74,9 +74,8 @@ class DecoderTrainer(Trainer):
 
     def prepare(self, resumed: bool) -> CachedThumbnailBank:
         cfg = self.cfg
-        # resumable: photos already cached are skipped
+        # resumable (photos already cached are skipped); refuses a cache of another encoder (manifest)
         build_cache(cfg.init_weights, cfg.data, self.cache_dir, cfg.scale, self.orientations, threads=cfg.threads or 0)
-        check_cache(self.cache_dir, cfg.init_weights)
         return CachedThumbnailBank(self.cache_dir, self.model.block, max(cfg.crop, cfg.warmup_crop or 0), self.device)
 
     def train_step(self, bank: CachedThumbnailBank) -> dict[str, float]:

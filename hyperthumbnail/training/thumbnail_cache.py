@@ -14,6 +14,7 @@ uint8 for orientation k (see `orient`). Building is resumable: finished photos a
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -32,8 +33,6 @@ def encoder_fingerprint(weights: str | Path) -> str:
     """SHA-256 of the encoder's and QPM's tensors (as fp16, as shipped): what made the thumbnails.
     A decoder-only run's own checkpoints and exported weights share it with the weights it started
     from, so a run that continues from them on a new machine keeps (or rebuilds the same) cache."""
-    import hashlib
-
     from ..weights import load_model
 
     digest = hashlib.sha256()
@@ -87,10 +86,3 @@ def build_cache(weights: str | Path, data: str | Path, out: str | Path, scale: i
         os.replace(tmp, target)  # a killed build leaves no half-written photo behind
     return out
 
-
-def check_cache(cache: str | Path, weights: str | Path) -> dict:
-    """The cache's manifest, after checking that it was made by the encoder of `weights`."""
-    manifest = json.loads((Path(cache) / MANIFEST).read_text())
-    if manifest.get("encoder_sha256") != encoder_fingerprint(weights):
-        raise ValueError(f"{cache} holds thumbnails of another encoder than the one in {weights}")
-    return manifest
