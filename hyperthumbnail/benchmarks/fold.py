@@ -24,7 +24,7 @@ from ..codec.images import crop_to, list_images, load_image
 from ..codec.steps import pad_photo
 from ..metrics import psnr
 from ..runtime.graphs import load_graphs
-from ..runtime.select import graph_precisions, make_runner
+from ..runtime.select import make_runner
 from ..weights import default_weights_path, load_model
 from .machine import machine_info, utc_now
 
@@ -42,7 +42,7 @@ def _export_bodies(weights: Path, folder: Path) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     weights = Path(args.weights) if args.weights else default_weights_path(4)
     graphs = load_graphs(weights, "openvino", args.precision, args.threads, tile_pixels=None)
-    precision = graph_precisions("openvino", args.precision)["decoder_body"]
+    precision = graphs.precisions["decoder_body"]  # both bodies run as the shipped one does
     with tempfile.TemporaryDirectory(prefix="hyperthumbnail-fold-") as tmp:
         bodies = {form: make_runner(path, "openvino", precision, args.threads)
                   for form, path in _export_bodies(weights, Path(tmp)).items()}
