@@ -8,7 +8,7 @@ PIP_QUIET := 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2
 SHELL := /bin/bash
 
 .DELETE_ON_ERROR:  # a failed install leaves no wrapper behind for make to trust
-.PHONY: setup system-deps perf-analyzer model-analyzer demo lint test clean checkov chart-sync image fuzz fuzz-exif
+.PHONY: setup system-deps perf-analyzer model-analyzer demo lint test clean checkov chart-sync image fuzz fuzz-exif viewer
 
 setup: $(VENV_STAMP) $(PERF_ANALYZER)
 
@@ -49,8 +49,14 @@ demo: setup
 lint: setup
 	$(PY) -m ruff check .
 
-test: system-deps setup lint checkov
+test: system-deps setup lint checkov viewer
 	$(PY) -m pytest -q -ra
+
+# The static browser viewer (docs/viewer.md) in build/viewer/: `npm ci` from viewer/package-lock.json,
+# the decoder graphs exported from the shipped weights, manifest.json. Idempotent: the build keeps the
+# folder when its inputs (page, lockfile, weights, export code, tiling) are unchanged.
+viewer: setup
+	.venv/bin/hyperthumbnail viewer build
 
 # checkov (security lint of the rendered Kubernetes manifests, tests/test_deploy.py) pins its own
 # dependency tree (~290 MB), so it gets its own venv instead of the project's.

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "hyperthumbnail"
 # The core: what runs without Triton, a client, the CLI or the benchmarks.
 CORE = ("model", "codec", "runtime", "export", "training", "pipeline", "ratecontrol", "optimize", "metrics",
         "evaluation", "weights", "interface")
-UPPER = ("serving", "client", "cli", "benchmarks")
+UPPER = ("serving", "client", "cli", "benchmarks", "viewer")
 
 
 def module_name(path: Path) -> str:

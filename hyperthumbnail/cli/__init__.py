@@ -13,7 +13,7 @@ from .errors import CLIError
 __all__ = ["CLIError", "build_parser", "main"]
 
 # Subcommand modules (hyperthumbnail.cli.<name>), in the order `--help` lists them.
-SUBCOMMANDS = ["encode", "decode", "serve", "repository", "export", "train", "perf", "bench"]
+SUBCOMMANDS = ["encode", "decode", "serve", "repository", "export", "train", "perf", "bench", "viewer"]
 
 
 def build_parser() -> argparse.ArgumentParser:

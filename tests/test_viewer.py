@@ -1,0 +1,229 @@
+"""The static browser viewer (issue #27), through the real thing: its JavaScript coefficient reader
+and tile plan run in node against the Python reader (libjpeg) and `plan_tiles`, and the built page
+restores a Kodak thumbnail in a real headless Chromium (Debian's, driven by puppeteer-core) to
+within 45 dB of the in-process decode, from `viewer serve`'s server (WASM threads) and from a plain
+static server (`python -m http.server`, no COOP/COEP: single-threaded), and shows its message for a
+JPEG that is not a HyperThumbnail."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hyperthumbnail.codec.thumbnail import read_thumbnail
+from hyperthumbnail.runtime.tiling import (
+    DECODER_BODY_MARGIN_BLOCKS,
+    DECODER_FEATURES_MARGIN_BLOCKS,
+    DEFAULT_FEATURE_TILE_BLOCKS,
+    DEFAULT_TILE_PIXELS,
+    plan_tiles,
+)
+from hyperthumbnail.viewer import VIEWER_SOURCE, build_viewer, check_thumbnail
+from hyperthumbnail.viewer.check import DEFAULT_CHROMIUM, run_page
+
+ROOT = Path(__file__).resolve().parents[1]
+KODAK = ROOT.parent / "shared" / "datasets" / "kodak" / "kodim23.png"
+NODE = shutil.which("node")
+
+
+def _require_browser_tools() -> None:
+    missing = [what for what, ok in (("node", NODE is not None), ("Chromium", Path(DEFAULT_CHROMIUM).is_file())) if not ok]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} missing: run `make system-deps` (Debian's chromium, nodejs)")
+
+
+@pytest.fixture(scope="module")
+def viewer_dir() -> Path:
+    _require_browser_tools()
+    return build_viewer().parent  # kept as is when up to date (make viewer built it)
+
+
+@pytest.fixture(scope="module")
+def kodak_thumbnail(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A Kodak photo's thumbnail made by the in-process encoder, and the in-process decode of it."""
+    from hyperthumbnail.pipeline import Pipeline
+
+    pipeline = Pipeline()
+    photo = np.asarray(Image.open(KODAK).convert("RGB"))
+    path = tmp_path_factory.mktemp("viewer") / "kodim23.jpg"
+    path.write_bytes(pipeline.encode(photo))
+    return path, pipeline.decode(path.read_bytes())
+
+
+def _node(script: str, *args: str) -> dict:
+    """Run an ES module snippet in node with the viewer's sources and crc-32 loaded; its JSON output."""
+    prelude = ("import { createRequire } from 'node:module';\n"
+               f"globalThis.CRC32 = createRequire({json.dumps(str(VIEWER_SOURCE / 'package.json'))})('crc-32');\n"
+               f"const src = {json.dumps((VIEWER_SOURCE / 'src').as_uri())};\n")
+    result = subprocess.run([NODE, "--input-type=module", "-e", prelude + script, *args], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+_READ = """
+import { readFileSync } from 'node:fs';
+const { readThumbnail } = await import(src + '/thumbnail.js');
+const [path, options] = [process.argv[1], JSON.parse(process.argv[2])];
+try {
+  const t = readThumbnail(new Uint8Array(readFileSync(path)), options);
+  console.log(JSON.stringify({ coefficients: Array.from(t.coefficients), tables: Array.from(t.tables), rows: t.rows,
+    cols: t.cols, scale: t.scale, size: [t.width, t.height], model_id: t.modelId, version: t.version }));
+} catch (err) { console.log(JSON.stringify({ error: err.constructor.name, message: err.message, stripped: err.stripped })); }
+"""
+
+
+def _read_js(path: Path, **options) -> dict:
+    return _node(_READ, str(path), json.dumps({"maxPixels": 50331648, **options}))
+
+
+def _as_version_1(data: bytes) -> bytes:
+    """The same thumbnail with a format-version-1 marker (no model id; its CRC recomputed)."""
+    start = data.index(b"HYPERTHUMB\0")
+    length = int.from_bytes(data[start - 2:start], "big")
+    payload = data[start:start - 2 + length]
+    end = start - 2 + length
+    v1 = payload[:11] + b"\x01" + payload[12:21]
+    crc = zlib.crc32(data[end:], zlib.crc32(v1))
+    v1 += struct.pack(">I", crc)
+    return data[:start - 2] + (len(v1) + 2).to_bytes(2, "big") + v1 + data[end:]
+
+
+def _assert_same_coefficients(js: dict, path: Path, **kwargs) -> None:
+    py = read_thumbnail(path.read_bytes(), **kwargs)
+    assert "error" not in js, js
+    assert (js["rows"], js["cols"], js["scale"], tuple(js["size"])) == (*py.coefficients.shape[2:], py.scale, py.hr_size)
+    assert np.array_equal(np.array(js["coefficients"]).reshape(py.coefficients.shape), py.coefficients)
+    assert np.array_equal(np.array(js["tables"]).reshape(2, 64), py.tables)
+
+
+def test_the_js_reader_reads_what_libjpeg_reads(kodak_thumbnail, tmp_path):
+    """Coefficients and tables equal the Python reader's (libjpeg via jpeglib) for format versions 2
+    and 1, and for the stripped thumbnail with restart markers that jpegtran makes, given the scale."""
+    path, _ = kodak_thumbnail
+    served = read_thumbnail(path.read_bytes()).model_id
+    js = _read_js(path, modelIds=[served])
+    _assert_same_coefficients(js, path)
+    assert (js["version"], js["model_id"]) == (2, served)
+
+    v1 = tmp_path / "v1.jpg"
+    v1.write_bytes(_as_version_1(path.read_bytes()))
+    js = _read_js(v1, modelIds=[])
+    _assert_same_coefficients(js, v1)
+    assert (js["version"], js["model_id"]) == (1, None)
+
+    stripped = tmp_path / "stripped.jpg"
+    subprocess.run(["jpegtran", "-copy", "none", "-restart", "1", "-outfile", str(stripped), str(path)], check=True)
+    assert b"\xff\xdd" in stripped.read_bytes()  # DRI: restart markers in the scan
+    assert _read_js(stripped)["stripped"] is True  # no marker, no scale: asks for them
+    js = _read_js(stripped, stripped={"scale": 4, "width": 768, "height": 512})
+    _assert_same_coefficients(js, stripped, scale=4, hr_size=(768, 512))
+
+
+def test_the_js_reader_refuses_what_the_cli_refuses(kodak_thumbnail, tmp_path):
+    path, _ = kodak_thumbnail
+    data = path.read_bytes()
+    cases = {
+        "checksum mismatch": data[:-200] + bytes([data[-200] ^ 1]) + data[-199:],
+        "truncated JPEG": data[:len(data) // 2],
+        "not a JPEG file": b"GIF89a" + bytes(100),
+        "which the decoder shipped with this viewer does not serve": data,
+    }
+    for expected, bad in cases.items():
+        (tmp_path / "bad.jpg").write_bytes(bad)
+        js = _read_js(tmp_path / "bad.jpg", modelIds=["0123456789abcdef"])
+        assert js.get("error") == "ThumbnailError" and expected in js["message"], (expected, js)
+    reencoded = tmp_path / "reencoded.jpg"
+    Image.open(path).save(reencoded, quality=90, subsampling=0)  # 4:4:4 pixels again, libjpeg's tables
+    js = _read_js(reencoded, stripped={"scale": 4})
+    assert "standard quality-90 tables" in js["message"]
+
+
+def test_the_js_tile_plan_is_the_clis():
+    """planTiles (viewer/src/tiling.js) cuts exactly where runtime/tiling.py's plan_tiles does."""
+    _require_browser_tools()
+    body_area = DEFAULT_TILE_PIXELS // 32**2
+    cases = [(95, 126, DECODER_BODY_MARGIN_BLOCKS, body_area), (95, 126, DECODER_FEATURES_MARGIN_BLOCKS,
+             DEFAULT_FEATURE_TILE_BLOCKS), (192, 256, DECODER_FEATURES_MARGIN_BLOCKS, DEFAULT_FEATURE_TILE_BLOCKS),
+             (192, 256, DECODER_BODY_MARGIN_BLOCKS, body_area), (34, 60, DECODER_BODY_MARGIN_BLOCKS, 900),
+             (16, 24, DECODER_BODY_MARGIN_BLOCKS, body_area), (130, 61, 9, 700), (97, 203, 5, 1234)]
+    js = _node("const { planTiles } = await import(src + '/tiling.js');\n"
+               "console.log(JSON.stringify(JSON.parse(process.argv[1]).map((c) => planTiles(...c))));",
+               json.dumps(cases))
+    for case, tiles in zip(cases, js):
+        expected = [{"core": [[t.core[0].start, t.core[0].stop], [t.core[1].start, t.core[1].stop]],
+                     "extent": [[t.extent[0].start, t.extent[0].stop], [t.extent[1].start, t.extent[1].stop]]}
+                    for t in plan_tiles(*case)]
+        assert tiles == expected, case
+    assert len(js[0]) > 1 and len(js[2]) > 1  # a 12 MP photo's body is tiled, a 48 MP one's features too
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def test_chromium_restores_a_kodak_thumbnail_like_the_cli(viewer_dir, kodak_thumbnail, tmp_path):
+    """`viewer check`: the page's own PNG download has the original size and agrees with the
+    in-process decode (OpenVINO, bf16 body) at >= 45 dB; result.json names the backend and time."""
+    path, cli = kodak_thumbnail
+    result = check_thumbnail(path, tmp_path, viewer_dir=viewer_dir, timeout_s=240)
+    assert result.ok, result.page
+    restored = np.asarray(Image.open(result.png).convert("RGB"))
+    assert restored.shape == cli.shape == (512, 768, 3)
+    assert _psnr(restored, cli) >= 45
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["backend"] == "wasm" and record["ms"] > 0 and record["cross_origin_isolated"] is True
+    assert record["threads"] >= 1 and record["browser_version"].startswith(("Chrome/", "HeadlessChrome/"))
+    assert (record["width"], record["height"]) == (768, 512) and not record["page_errors"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_plain_static_server_restores_single_threaded_and_a_foreign_jpeg_gets_the_message(
+        viewer_dir, kodak_thumbnail, tmp_path):
+    """The folder as any static host serves it (no COOP/COEP): the page falls back to one WASM
+    thread, opens `?src=`, restores, and says why an ordinary photo is not a HyperThumbnail."""
+    path, cli = kodak_thumbnail
+    site = tmp_path / "site"
+    shutil.copytree(viewer_dir, site, symlinks=False)
+    shutil.copy(path, site / "kodim23.jpg")
+    shutil.copy(ROOT / "samples" / "photos" / "pier.jpg", site / "camera.jpg")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=site,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}/"
+        page, _ = run_page(base + "?src=camera.jpg", tmp_path, timeout_s=60)
+        assert page["state"] == "error", page
+        assert "not a HyperThumbnail" in page["shown_message"] and "hyperthumbnail encode" in page["shown_message"]
+        assert page.get("stripped") is True  # the page offers the scale and size fields
+
+        page, _ = run_page(base + "?src=kodim23.jpg&backend=wasm", tmp_path, timeout_s=240)
+        assert page["state"] == "done", page
+        assert page["threads"] == 1 and page["cross_origin_isolated"] is False
+        restored = np.asarray(Image.open(page["download_path"]).convert("RGB"))
+        assert restored.shape == cli.shape and _psnr(restored, cli) >= 45
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
