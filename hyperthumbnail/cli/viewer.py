@@ -52,6 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_folder(check)
     check.set_defaults(func=run_check)
 
+    bench = viewer.add_parser("bench", help="restore times in headless Chromium per photo size and backend",
+                              description="Restore a Kodak photo (768x512), a 1920x1080 crop and a 12 MP photo "
+                              "(samples/photos/lake.jpg) in headless Chromium with WASM threads, one WASM thread and "
+                              "WebGPU where an adapter exists; writes viewer.json and viewer.png.",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    bench.add_argument("--out", default="benchmarks/results")
+    bench.add_argument("--photos", default="768x512,1920x1080,12mp", help="comma-separated subset")
+    bench.add_argument("--repeat", type=int, default=1, help="restores per photo and backend (fresh browser each)")
+    bench.add_argument("--chromium", default="/usr/bin/chromium")
+    _add_folder(bench)
+    bench.set_defaults(func=run_bench)
+
 
 def _add_folder(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", default=None, help="the built viewer folder (default: build/viewer in the checkout)")
@@ -111,3 +123,16 @@ def run_check(args: argparse.Namespace) -> int:
         return 0
     message = page.get("shown_message") or page.get("message") or page.get("error") or "no result"
     raise CLIError(f"the page did not restore {args.thumbnail}: {message} (details: {Path(args.out) / 'result.json'})")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from ..benchmarks.viewer import run_viewer_bench
+
+    path = run_viewer_bench(Path(args.out), _folder(args), args.chromium,
+                            [p.strip() for p in args.photos.split(",") if p.strip()], args.repeat,
+                            command=shlex.join(["hyperthumbnail", *sys.argv[1:]]))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return 0

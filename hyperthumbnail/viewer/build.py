@@ -27,10 +27,11 @@ DEFAULT_BUILD_DIR = REPO_ROOT / "build" / "viewer"
 # body in tiles -> uint8 HWC. Both ONNX Runtime Web backends run them as exported (float32).
 GRAPHS = ("decoder_features", "decoder_body")
 PAGE_FILES = ("index.html", "style.css")
-# ONNX Runtime Web's ES module (WASM + WebGPU) and the two WASM builds it loads: plain (CPU) and
-# JSEP (WebGPU); each .mjs is the loader of its .wasm and also starts the worker threads.
-ORT_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
-             "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
+# ONNX Runtime Web's two builds, each an ES module and the WASM binary it loads (with the .mjs that
+# loads it and starts the worker threads): WASM only (the page's CPU backend, 14 MB) and WASM +
+# WebGPU (JSEP, 28 MB); the page fetches only the one its backend needs.
+ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
+             "ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
 MACS_GRID = 16  # blocks per side of the grid at which each graph's multiply-adds per block are counted
 
 

@@ -127,6 +127,7 @@ def check_thumbnail(thumbnail: str | Path, out_dir: str | Path, chromium: str = 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="viewer-check-") as downloads, \
             serve_folder(viewer_dir, isolate=isolate) as url:
+        # WebGPU's flags only when asked for it; auto sees the browser as a visitor has it
         page, memory = run_page(url + query, Path(downloads), chromium, thumbnail, timeout_s, webgpu=backend == "webgpu")
         png = None
         if page.get("download_path") and Path(page["download_path"]).is_file():

@@ -3,7 +3,9 @@
 // above the manifest's feature_tile_blocks), then decoder_body in tiles of at most tile_pixels
 // HR pixels; each tile computes a receptive-field margin and keeps only its core, so the result
 // does not depend on the cut.
-import * as ort from '../ort/ort.min.mjs';
+//
+// ONNX Runtime Web comes in two builds: WASM only (ort.wasm.min.mjs, a 14 MB .wasm) and WASM +
+// WebGPU (ort.min.mjs, a 28 MB .wasm); the page loads the one its backend needs.
 import { planTiles } from './tiling.js';
 
 /** Which backend and thread count this page can use: {backend, threads, note, adapter}. */
@@ -39,8 +41,11 @@ export async function webgpuAdapter() {
   }
 }
 
+let ort = null; // the ONNX Runtime Web module loadDecoder imported
+
 /** The two graphs as ONNX Runtime Web sessions. */
 export async function loadDecoder(manifest, baseUrl, { backend, threads, adapter }) {
+  ort = await import(backend === 'webgpu' ? '../ort/ort.min.mjs' : '../ort/ort.wasm.min.mjs');
   ort.env.wasm.wasmPaths = new URL('ort/', baseUrl).href;
   ort.env.wasm.numThreads = threads;
   ort.env.logLevel = 'error'; // not its notes on which nodes run on the CPU under WebGPU
