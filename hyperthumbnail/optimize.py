@@ -45,6 +45,7 @@ from .interface import COEF_LIMIT
 from .model import HyperThumbnail
 from .model.dct import coefficients_to_image, image_to_coefficients
 from .model.qpm import expand_tables
+from .weights import model_id
 
 __all__ = ["OptimizeConfig", "OptimizeResult", "optimize_encoding"]
 
@@ -107,9 +108,11 @@ def _optimize(model: HyperThumbnail, image: np.ndarray, steps: int, table_scale:
     t = expand_tables(tables)
     hr = hr[..., :height, :width]
     pixels = width * height
+    made_by = model_id(model)
 
     def write(q: torch.Tensor) -> bytes:
-        return encode_thumbnail(q[0].to(torch.int16).numpy(), tables[0].to(torch.uint8).numpy(), hr_size, scale)
+        return encode_thumbnail(q[0].to(torch.int16).numpy(), tables[0].to(torch.uint8).numpy(), hr_size, scale,
+                                made_by)
 
     def terms(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(HR MSE, thumbnail MSE, HR L1) of coefficients q (rounded or relaxed)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from .codec.steps import crop_image, decode_thumbnail, encode_thumbnail, pad_photo, postprocess, preprocess, quantize_with_tables
 from .runtime.tiling import DEFAULT_TILE_PIXELS
-from .weights import default_weights_path
+from .weights import default_weights_path, served_model_ids
 
 Runtime = Literal["openvino", "onnx", "torch"]
 RUNTIME_CHOICES = ("openvino", "onnx", "torch")
@@ -35,6 +35,9 @@ class Pipeline:
         if precision not in PRECISION_CHOICES:
             raise ValueError(f"unknown precision {precision!r} (use {', '.join(PRECISION_CHOICES)})")
         self.runtime = runtime
+        # Which model makes this pipeline's thumbnails (the marker records it) and whose it rebuilds.
+        self.served_models = served_model_ids(self.weights)
+        self.model_id = self.served_models[0]
         if runtime == "torch":
             if precision == "bf16":
                 raise ValueError("--precision bf16 needs --runtime openvino")
@@ -107,14 +110,14 @@ class Pipeline:
     def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
         """QPM tables (times `table_scale`), quantization and entropy coding -> .jpg bytes."""
         quantized, tables = self._quantize(coefficients, table_scale)
-        return encode_thumbnail(quantized, tables, hr_size, self.scale)
+        return encode_thumbnail(quantized, tables, hr_size, self.scale, self.model_id)
 
     def write_with_tables(self, coefficients: np.ndarray, hr_size: tuple[int, int], tables: np.ndarray) -> bytes:
         """Quantize with given (2, 64) tables (natural order, row 0 luma) -> .jpg bytes.
 
         Rate control's fine step sets single table entries, which no table scale can express.
         """
-        return encode_thumbnail(quantize_with_tables(coefficients, tables), tables, hr_size, self.scale)
+        return encode_thumbnail(quantize_with_tables(coefficients, tables), tables, hr_size, self.scale, self.model_id)
 
     def encode(self, image: np.ndarray, table_scale: float = 1.0, max_pixels: int | None = None) -> bytes:
         """HxWx3 uint8 RGB -> HyperThumbnail .jpg bytes (`table_scale` > 1: coarser tables, smaller file)."""
@@ -126,7 +129,7 @@ class Pipeline:
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of exactly the original size."""
         kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-        quantized, tables, hr_size = decode_thumbnail(data, self.scale, **kwargs)
+        quantized, tables, hr_size = decode_thumbnail(data, self.scale, served_models=self.served_models, **kwargs)
         if self.runtime != "torch":
             return crop_image(self.graph_set.reconstruct(quantized, tables), hr_size)
         return postprocess(self._reconstruct_torch(quantized, tables), hr_size)

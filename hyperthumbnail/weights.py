@@ -15,12 +15,16 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .codec.thumbnail import MODEL_ID_BYTES
+
 if TYPE_CHECKING:
     import torch
 
     from .model import HyperThumbnail
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+_ENCODER_PREFIXES = ("encoder.", "qpm.")  # the parts that make the thumbnail's coefficients
+ALSO_DECODES_KEY = "also_decodes"
 
 
 def default_weights_path(scale: int = 4) -> Path:
@@ -35,19 +39,65 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def encoder_fingerprint(weights: str | Path | HyperThumbnail) -> str:
+    """SHA-256 of the encoder's and QPM's tensors as fp16 (as shipped): what makes the thumbnails.
+    Weights that share an encoder share it (a decoder-only run's checkpoints and exports, v3 and
+    v3.1). A .safetensors file is read with numpy, without torch."""
+    if not isinstance(weights, (str, Path)):  # a model instance
+        state = {k: v.detach().half().numpy() for k, v in weights.state_dict().items()}
+    elif Path(weights).suffix == ".pt":
+        state = {k: v.detach().half().numpy() for k, v in load_checkpoint_model(Path(weights)).state_dict().items()}
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="numpy") as f:
+            state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(_ENCODER_PREFIXES)}
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        if name.startswith(_ENCODER_PREFIXES):
+            digest.update(name.encode() + tensor.astype("float16").tobytes())
+    return digest.hexdigest()
+
+
+def model_id(weights: str | Path | HyperThumbnail) -> str:
+    """The id a thumbnail's marker records: 16 hex digits of the encoder fingerprint."""
+    return encoder_fingerprint(weights)[:2 * MODEL_ID_BYTES]
+
+
+def served_model_ids(weights: str | Path | HyperThumbnail) -> tuple[str, ...]:
+    """The model ids whose thumbnails these weights' decoder rebuilds: its own encoder's first, then
+    the ones a .safetensors file lists in its `also_decodes` metadata (older encoders it was
+    trained on)."""
+    extra: list[str] = []
+    if isinstance(weights, (str, Path)) and Path(weights).suffix != ".pt":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="numpy") as f:
+            extra = json.loads((f.metadata() or {}).get(ALSO_DECODES_KEY, "[]"))
+    own = model_id(weights)
+    return (own, *[i for i in extra if i != own])
+
+
 def inference_state(model: HyperThumbnail) -> dict[str, torch.Tensor]:
     """Weights needed at inference (the rate model is a training-time proxy only)."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith("rate_model.")}
 
 
-def save_weights(model: HyperThumbnail, path: Path, card: dict) -> None:
+def save_weights(model: HyperThumbnail, path: Path, card: dict, also_decodes: tuple[str, ...] = ()) -> None:
+    """fp16 safetensors + card. `also_decodes`: model ids of older encoders whose thumbnails
+    this decoder was trained on (kept in the file, so serving refuses only what it cannot do)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
              for k, v in inference_state(model).items()}
-    save_file(state, str(path), metadata={"config": json.dumps(model.config.to_dict())})
-    card_path(path).write_text(json.dumps({"config": model.config.to_dict(), **card}, indent=2) + "\n")
+    metadata = {"config": json.dumps(model.config.to_dict())}
+    if also_decodes:
+        metadata[ALSO_DECODES_KEY] = json.dumps(list(also_decodes))
+    save_file(state, str(path), metadata=metadata)
+    card = {"config": model.config.to_dict(), "model_id": model_id(path), "served_model_ids": list(served_model_ids(path)),
+            **card}
+    card_path(path).write_text(json.dumps(card, indent=2) + "\n")
 
 
 def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail:

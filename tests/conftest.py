@@ -60,6 +60,14 @@ def served_weights():
     return HyperThumbnail().eval()
 
 
+def served_model_id() -> str:
+    """The model id the served repository writes into thumbnail markers."""
+    from hyperthumbnail.weights import default_weights_path, model_id
+
+    weights = served_weights()
+    return model_id(default_weights_path(SCALE) if weights is None else weights)
+
+
 @pytest.fixture(scope="session")
 def served_repository(tmp_path_factory) -> Path:
     """The model repository the session's server serves (treat it as read-only)."""

@@ -120,7 +120,9 @@ def test_encode_at_bpp_model_searches_like_the_pipeline(backends):
     pb_utils.bls_handler = lambda model, inputs: (
         {"coefficients": pipeline.graph_set.coefficients(inputs["image"][0])[None]} if model == "encoder"
         else pipeline.graphs[model].run(inputs))
-    model = make_model(backends.EncodeAtBppModel, "hyperthumbnail_encode_at_bpp", template_config("hyperthumbnail_encode_at_bpp"))
+    config = template_config("hyperthumbnail_encode_at_bpp")
+    config["parameters"]["model_id"] = {"string_value": pipeline.model_id}  # as the repository builder writes it
+    model = make_model(backends.EncodeAtBppModel, "hyperthumbnail_encode_at_bpp", config)
     image = photo_like(160, 96, seed=3)
     target = 0.5
     result = outputs(model.execute([pb_utils.Request(IMAGE=image[None], TARGET_BPP=np.array([[target]], np.float32))])[0])

@@ -7,6 +7,7 @@ import struct
 import threading
 import time
 import zlib
+from dataclasses import replace
 
 import jpeglib
 import numpy as np
@@ -70,7 +71,7 @@ def resign(data: bytes | bytearray) -> bytes:
     data = bytearray(data)
     start, end = find_segment(bytes(data), 0xEF)
     payload_start = start + 4
-    crc = zlib.crc32(bytes(data[end:]), zlib.crc32(bytes(data[payload_start:payload_start + 21])))
+    crc = zlib.crc32(bytes(data[end:]), zlib.crc32(bytes(data[payload_start:end - 4])))
     data[end - 4:end] = crc.to_bytes(4, "big")
     return bytes(data)
 
@@ -183,7 +184,7 @@ def test_file_is_baseline_444_with_our_tables_and_marker(thumb, data):
     assert list(im.quantization[0]) == thumb.tables[0].tolist()
     assert list(im.quantization[1]) == thumb.tables[1].tolist()
     [(name, payload)] = [(n, p) for n, p in im.applist if n == "APP15"]
-    assert struct.unpack(">11sBBII", payload[:21]) == (b"HYPERTHUMB\0", 1, 4, 1001, 677)
+    assert struct.unpack(">11sBBII", payload[:21]) == (b"HYPERTHUMB\0", 2, 4, 1001, 677)
 
 
 def test_huffman_tables_are_optimized(thumb, data, tmp_path):
@@ -295,13 +296,63 @@ def test_tampered_hr_size_is_detected(data):
     raises(bytes(tampered), "does not match")
 
 
-@pytest.mark.parametrize("offset,value,match", [(11, 2, "version 2"), (12, 3, "scale 3"),
-                                                (0, ord("X"), "missing")])
+@pytest.mark.parametrize("offset,value,match", [(11, 3, "version 3"), (11, 1, "33 bytes, expected 25"),
+                                                (12, 3, "scale 3"), (0, ord("X"), "missing")])
 def test_tampered_marker_fields(data, offset, value, match):
     start, _ = find_segment(data, 0xEF)
     tampered = bytearray(data)
     tampered[start + 4 + offset] = value
     raises(bytes(tampered), match)
+
+
+# ----------------------------------------------------------------------------- model id
+
+
+def as_format_1(data: bytes) -> bytes:
+    """The same thumbnail as a format-1 writer made it: no model id, the CRC recomputed."""
+    start, end = find_segment(data, 0xEF)
+    payload = bytes(data[start + 4:end])
+    v1 = payload[:11] + b"\x01" + payload[12:21]
+    v1 += zlib.crc32(data[end:], zlib.crc32(v1)).to_bytes(4, "big")
+    return data[:start] + b"\xff\xef" + (len(v1) + 2).to_bytes(2, "big") + v1 + data[end:]
+
+
+def test_model_id_round_trips_and_is_covered_by_the_crc(thumb):
+    data = write_thumbnail(replace(thumb, model_id="0123456789abcdef"))
+    assert read_thumbnail(data).model_id == "0123456789abcdef"
+    assert read_thumbnail(write_thumbnail(thumb)).model_id is None  # unknown: all zero
+    start, _ = find_segment(data, 0xEF)
+    tampered = bytearray(data)
+    tampered[start + 4 + 21] ^= 0xFF
+    raises(bytes(tampered), "checksum")
+
+
+@pytest.mark.parametrize("bad", ["0123", "0000000000000000", "not hex at all!!"])
+def test_model_id_must_be_16_hex_digits(thumb, bad):
+    with pytest.raises(ValueError, match="16 hex digits"):
+        write_thumbnail(replace(thumb, model_id=bad))
+
+
+def test_format_1_thumbnails_stay_readable(thumb):
+    """Every thumbnail written before the model id existed is format 1: same pixels, id unknown."""
+    v2 = write_thumbnail(replace(thumb, model_id="0123456789abcdef"))
+    v1 = as_format_1(v2)
+    assert len(v1) == len(v2) - 8
+    old = read_thumbnail(v1)
+    assert old.model_id is None and old.hr_size == thumb.hr_size
+    np.testing.assert_array_equal(old.coefficients, thumb.coefficients)
+
+
+def test_decoder_refuses_a_thumbnail_of_another_model(thumb):
+    from hyperthumbnail.codec.steps import StepError, decode_thumbnail
+
+    ours, other = "0123456789abcdef", "fedcba9876543210"
+    data = write_thumbnail(replace(thumb, model_id=other))
+    with pytest.raises(StepError, match=f"made by model {other}.*serves {ours}"):
+        decode_thumbnail(data, 4, served_models=(ours,))
+    assert decode_thumbnail(data, 4, served_models=(ours, other))[2] == thumb.hr_size
+    for unknown in (write_thumbnail(thumb), as_format_1(data)):  # no id: taken, as before ids
+        assert decode_thumbnail(unknown, 4, served_models=(ours,))[2] == thumb.hr_size
 
 
 def test_duplicate_marker(data):

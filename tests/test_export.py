@@ -327,3 +327,30 @@ def test_decoder_macs_match_module_count(model: HyperThumbnail, onnx_dir: Path) 
     six_k = decoder_gmacs_6k(onnx_dir / "decoder.onnx")
     per_block = counted / blocks
     assert six_k["6144x4096"] == six_k["4096x6144"] == pytest.approx(per_block * 128 * 192 / 1e9, rel=1e-12)
+
+
+def test_model_id_names_the_encoder_and_the_card_records_it(model: HyperThumbnail, tmp_path: Path) -> None:
+    """The id a thumbnail's marker carries: the same for the model, its file and its card; moved by
+    the encoder or QPM, not by the decoder; `also_decodes` adds older encoders the decoder serves."""
+    import copy
+
+    from hyperthumbnail.weights import WEIGHTS_DIR, card_path, model_id, served_model_ids
+
+    path = tmp_path / "w.safetensors"
+    save_weights(model, path, {}, also_decodes=("0123456789abcdef",))
+    own = model_id(model)
+    assert model_id(path) == own and len(own) == 16
+    assert served_model_ids(path) == (own, "0123456789abcdef")
+    card = json.loads(card_path(path).read_text())
+    assert card["model_id"] == own and card["served_model_ids"] == [own, "0123456789abcdef"]
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        next(changed.decoder.parameters()).add_(1.0)
+    assert model_id(changed) == own
+    with torch.no_grad():
+        next(changed.qpm.parameters()).add_(1.0)
+    assert model_id(changed) != own
+    for shipped in sorted(WEIGHTS_DIR.glob("hyperthumbnail_x*.safetensors")):
+        card = json.loads(card_path(shipped).read_text())
+        assert card["served_model_ids"] == list(served_model_ids(shipped)), shipped.name
+        assert card["model_id"] == model_id(shipped), shipped.name

@@ -486,6 +486,28 @@ def test_cli_stripped_thumbnail(capsys, tmp_path, pipeline):
     assert "standard quality-80 tables: this JPEG was re-encoded" in err
 
 
+def test_cli_refuses_a_thumbnail_of_another_model(capsys, tmp_path, pipeline):
+    """The marker names the model that made the thumbnail; a decoder not trained for it refuses
+    by name instead of rebuilding garbage. Thumbnails without an id (format 1) still decode."""
+    from dataclasses import replace
+
+    from conftest import photo_like
+
+    from hyperthumbnail.codec.thumbnail import read_thumbnail, write_thumbnail
+
+    Image.fromarray(photo_like(90, 70, seed=9)).save(tmp_path / "p.png")
+    cli(capsys, "encode", tmp_path / "p.png", "-o", tmp_path / "t.jpg")
+    thumb = read_thumbnail((tmp_path / "t.jpg").read_bytes())
+    assert thumb.model_id == pipeline.model_id
+    (tmp_path / "other.jpg").write_bytes(write_thumbnail(replace(thumb, model_id="fedcba9876543210")))
+    err = cli_error(capsys, "decode", tmp_path / "other.jpg", "-o", tmp_path / "x.png")
+    assert f"made by model fedcba9876543210, which this decoder was not trained for (it serves {pipeline.model_id})" in err
+    (tmp_path / "unknown.jpg").write_bytes(write_thumbnail(replace(thumb, model_id=None)))
+    cli(capsys, "decode", tmp_path / "unknown.jpg", "-o", tmp_path / "unknown.png")
+    cli(capsys, "decode", tmp_path / "t.jpg", "-o", tmp_path / "t.png")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "unknown.png")), np.asarray(Image.open(tmp_path / "t.png")))
+
+
 @pytest.mark.server
 def test_served_ensembles_carry_metadata(triton_server, tmp_path):
     """Raw tritonclient: ICC_PROFILE/EXIF into hyperthumbnail_encode come back inside the thumbnail

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import SCALE, photo_like, served_runner
+from conftest import SCALE, photo_like, served_model_id, served_runner
 
 from hyperthumbnail.cli import main
 from hyperthumbnail.codec import steps
@@ -158,11 +158,11 @@ class _Reference:
 
     def write(self, table_scale: float) -> bytes:
         out = self.qpm.run({"coefficients": self.coefficients, "table_scale": np.array([table_scale], np.float32)})
-        return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], self.size, SCALE)
+        return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], self.size, SCALE, served_model_id())
 
     def write_tables(self, tables: np.ndarray) -> bytes:
         quantized = steps.quantize_with_tables(self.coefficients[0], tables)
-        return steps.encode_thumbnail(quantized, tables, self.size, SCALE)
+        return steps.encode_thumbnail(quantized, tables, self.size, SCALE, served_model_id())
 
 
 def _reference(repository, image: np.ndarray, table_scale: float) -> bytes:

@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,11 @@ import pytest
 
 tritonclient_http = pytest.importorskip("tritonclient.http")
 tritonclient_grpc = pytest.importorskip("tritonclient.grpc")
-from conftest import MAX_PIXELS, SCALE, photo_like, served_runner, served_weights  # noqa: E402
+from conftest import MAX_PIXELS, SCALE, photo_like, served_model_id, served_runner, served_weights  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from hyperthumbnail.codec import steps  # noqa: E402
-from hyperthumbnail.codec.thumbnail import read_thumbnail  # noqa: E402
+from hyperthumbnail.codec.thumbnail import read_thumbnail, write_thumbnail  # noqa: E402
 from hyperthumbnail.runtime.tiling import decode_body_tiled  # noqa: E402
 from hyperthumbnail.serving.repository import build_repository, read_stamp  # noqa: E402
 from hyperthumbnail.serving.server_process import TritonServer, TritonServerError, free_port  # noqa: E402
@@ -101,7 +102,7 @@ def _reference_thumbnail(repository: Path, image: np.ndarray) -> bytes:
     coefficients = served_runner(repository, "encoder").run({"image": hr[None]})["coefficients"]
     qpm = served_runner(repository, "qpm").run(
         {"coefficients": coefficients, "table_scale": np.ones(1, np.float32)})
-    return steps.encode_thumbnail(qpm["quantized"][0], qpm["tables"][0], size, SCALE)
+    return steps.encode_thumbnail(qpm["quantized"][0], qpm["tables"][0], size, SCALE, served_model_id())
 
 
 def _reference_decode(repository: Path, data: bytes) -> np.ndarray:
@@ -146,6 +147,16 @@ def test_bad_thumbnail_is_a_request_error(client, payload, reason):
     assert reason in str(excinfo.value) and "jpeg_decode" in str(excinfo.value)
     # ... and the server keeps serving
     assert decode(client, encode(client, photo_like(96, 64)[None])).shape == (1, 64, 96, 3)
+
+
+def test_thumbnail_of_another_model_is_refused_by_name(client):
+    """The marker's model id is checked against the ids the served decoder was trained for."""
+    served = as_bytes(encode(client, photo_like(96, 64)[None])[0, 0])
+    assert read_thumbnail(served).model_id == served_model_id()
+    other = replace(read_thumbnail(served), model_id="fedcba9876543210")
+    with pytest.raises(InferenceServerException, match="made by model fedcba9876543210.*" + served_model_id()):
+        decode(client, np.array([[write_thumbnail(other)]], dtype=np.object_))
+    assert decode(client, np.array([[served]], dtype=np.object_)).shape == (1, 64, 96, 3)
 
 
 def test_corrupted_thumbnail_is_refused(client):

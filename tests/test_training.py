@@ -284,9 +284,9 @@ def test_decoder_only_training_trains_the_decoder_on_the_products_thumbnails(ima
     from hyperthumbnail.model import HyperThumbnail, ModelConfig
     from hyperthumbnail.pipeline import Pipeline
     from hyperthumbnail.training.decoder_only import DecoderTrainer
-    from hyperthumbnail.training.thumbnail_cache import encoder_fingerprint, orient
+    from hyperthumbnail.training.thumbnail_cache import orient
     from hyperthumbnail.training.train import TrainConfig
-    from hyperthumbnail.weights import load_model, save_weights
+    from hyperthumbnail.weights import encoder_fingerprint, load_model, save_weights
 
     monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))  # the random model's graphs stay here
     torch.manual_seed(3)

@@ -7,6 +7,8 @@ carry (a request's images all share one shape, so batches stack).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..interface import COEF_LIMIT
@@ -143,21 +145,25 @@ def quantize_with_tables(coefficients: np.ndarray, tables: np.ndarray) -> np.nda
     return np.clip(np.rint(coefficients / per_component), -COEF_LIMIT, COEF_LIMIT).astype(np.int16)
 
 
-def encode_thumbnail(quantized: np.ndarray, tables: np.ndarray, hr_size: tuple[int, int], scale: int) -> bytes:
-    """Quantized coefficients (3, 64, h, w) + tables (2, 64) (any integer dtype) -> .jpg bytes."""
+def encode_thumbnail(quantized: np.ndarray, tables: np.ndarray, hr_size: tuple[int, int], scale: int,
+                     model_id: str | None = None) -> bytes:
+    """Quantized coefficients (3, 64, h, w) + tables (2, 64) (any integer dtype) -> .jpg bytes.
+    `model_id`: the encoder that made them (`weights.model_id`), recorded in the marker."""
     thumb = Thumbnail(coefficients=np.asarray(quantized), tables=np.asarray(tables), scale=int(scale),
-                      hr_size=(int(hr_size[0]), int(hr_size[1])))
+                      hr_size=(int(hr_size[0]), int(hr_size[1])), model_id=model_id)
     try:
         return write_thumbnail(thumb)
     except ValueError as exc:  # ThumbnailError is a ValueError too
         raise StepError(f"cannot write the thumbnail: {exc}") from exc
 
 
-def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
-                     ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                     served_models: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """.jpg bytes -> (quantized int32 (3, 64, h, w), tables int32 (2, 64), (W, H)).
 
     `scale`: the scale the decoder was built for; a thumbnail made at another scale is refused.
+    `served_models`: the model ids whose thumbnails the decoder rebuilds (`weights.served_model_ids`);
+    a thumbnail that names another model is refused (one without an id is taken).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise StepError(f"expected thumbnail bytes, got {type(data).__name__}")
@@ -167,6 +173,10 @@ def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | No
         raise StepError(str(exc)) from exc
     if scale is not None and thumb.scale != scale:
         raise StepError(f"the thumbnail was made at scale {thumb.scale}, this decoder rebuilds scale {scale}")
+    if served_models is not None and thumb.model_id is not None and thumb.model_id not in served_models:
+        raise StepError(f"the thumbnail was made by model {thumb.model_id}, which this decoder was not "
+                        f"trained for (it serves {', '.join(served_models)}): decode it with the weights "
+                        f"of model {thumb.model_id} (their card's model_id)")
     return thumb.coefficients.astype(np.int32), thumb.tables.astype(np.int32), tuple(thumb.hr_size)
 
 
@@ -230,21 +240,23 @@ def crop_batch(images: np.ndarray, hr_sizes: np.ndarray) -> np.ndarray:
     return stack_batch([crop_image(image, size) for image, size in zip(images, hr_sizes)], "decoded images")
 
 
-def encode_thumbnail_batch(quantized: np.ndarray, tables: np.ndarray, hr_sizes: np.ndarray, scale: int) -> np.ndarray:
+def encode_thumbnail_batch(quantized: np.ndarray, tables: np.ndarray, hr_sizes: np.ndarray, scale: int,
+                           model_id: str | None = None) -> np.ndarray:
     """(B, 3, 64, h, w), (B, 2, 64), (B, 2) -> (B, 1) object array of .jpg bytes."""
     if not len(quantized) == len(tables) == len(hr_sizes):
         raise StepError("quantized, tables and HR sizes disagree on the batch size")
-    data = [encode_thumbnail(q, t, s, scale) for q, t, s in zip(quantized, tables, hr_sizes)]
+    data = [encode_thumbnail(q, t, s, scale, model_id) for q, t, s in zip(quantized, tables, hr_sizes)]
     return np.array(data, dtype=np.object_).reshape(-1, 1)
 
 
 def decode_thumbnail_batch(thumbnails: np.ndarray, scale: int | None = None,
-                           max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                           max_pixels: int | None = DEFAULT_MAX_PIXELS, served_models: Sequence[str] | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(B, 1) object array of .jpg bytes -> (B, 3, 64, h, w) int32, (B, 2, 64) int32, (B, 2) int32."""
     items = np.asarray(thumbnails, dtype=np.object_).reshape(len(thumbnails), -1)
     if items.shape[1] != 1:
         raise StepError(f"expected one thumbnail per batch item, got shape {thumbnails.shape}")
-    decoded = [decode_thumbnail(item, scale, max_pixels) for item in items[:, 0]]
+    decoded = [decode_thumbnail(item, scale, max_pixels, served_models) for item in items[:, 0]]
     quantized = stack_batch([d[0] for d in decoded], "thumbnails")
     return quantized, np.stack([d[1] for d in decoded]), np.array([d[2] for d in decoded], dtype=np.int32)
 

@@ -6,16 +6,23 @@ shows it as an ordinary thumbnail of size ceil(W/scale) x ceil(H/scale).
 
 HyperThumbnail marker (APP15, 0xFFEF; APP15 has no registered users, unlike APP11 which
 JPEG XT / JUMBF use). libjpeg places it right after the JFIF APP0 segment, which JFIF requires
-to come first after SOI. Payload, big-endian, 25 bytes:
+to come first after SOI. Payload, big-endian, 33 bytes (format version 2):
 
     offset size  field
     0      11    tag b"HYPERTHUMB\\0"
-    11     1     format version (1)
+    11     1     format version (2)
     12     1     scale (2 or 4)
     13     4     original HR width  (uint32)
     17     4     original HR height (uint32)
-    21     4     CRC-32 (zlib) of payload bytes 0..20 followed by every byte after this
+    21     8     model id: which encoder made the coefficients (`weights.model_id`, the first 8
+                 bytes of the SHA-256 of its encoder and QPM tensors); all zero = unknown
+    29     4     CRC-32 (zlib) of payload bytes 0..28 followed by every byte after this
                  segment up to and including EOI
+
+Format version 1 (every thumbnail written before the model id existed) is the same without the
+model id (25 bytes, CRC at offset 21); it is read as "model unknown", like a v2 id of zeros (a
+stripped thumbnail whose marker was written again). A decoder refuses a known id it was not
+trained for (`steps.decode_thumbnail`) instead of rebuilding garbage from it.
 
 libjpeg only *warns* about corrupt or truncated entropy-coded data (it pads with zeros and
 returns garbage coefficients), so the CRC is what turns such damage into an error; covering the
@@ -64,11 +71,14 @@ __all__ = [
 
 SUPPORTED_SCALES = (2, 4)
 DEFAULT_MAX_HR_PIXELS = 60_000_000
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MARKER_TAG = b"HYPERTHUMB\0"
+MODEL_ID_BYTES = 8
 _APP15 = 0xEF
-_PAYLOAD = struct.Struct(">11sBBIII")  # tag, version, scale, width, height, crc32
-_CRC_OFFSET = _PAYLOAD.size - 4
+# tag, version, scale, width, height, [model id,] crc32; the CRC is always the last 4 bytes.
+_PAYLOADS = {1: struct.Struct(">11sBBIII"), 2: struct.Struct(f">11sBBII{MODEL_ID_BYTES}sI")}
+_PAYLOAD = _PAYLOADS[FORMAT_VERSION]
+_UNKNOWN_MODEL = bytes(MODEL_ID_BYTES)
 
 # Baseline Huffman coding encodes at most 11-bit DC differences and 10-bit AC values
 # (libjpeg's MAX_COEF_BITS); anything larger makes libjpeg abort the write.
@@ -102,6 +112,8 @@ class Thumbnail:
     scale: HR-to-thumbnail factor (2 or 4).
     hr_size: (width, height) of the original HR image.
     metadata: ICC profile, EXIF and XMP of the photo (written as APP2/APP1 segments).
+    model_id: hex id of the encoder that made the coefficients (`weights.model_id`); None when
+        unknown (a format-1 file, or a stripped one whose marker was written again).
     """
 
     coefficients: np.ndarray
@@ -109,6 +121,7 @@ class Thumbnail:
     scale: int
     hr_size: tuple[int, int]
     metadata: Metadata = field(default_factory=Metadata)
+    model_id: str | None = None
 
 
 def thumbnail_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
@@ -166,7 +179,19 @@ def _check_for_writing(thumb: Thumbnail) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _checksum(payload: bytes, after_marker: bytes) -> int:
-    return zlib.crc32(after_marker, zlib.crc32(payload[:_CRC_OFFSET]))
+    return zlib.crc32(after_marker, zlib.crc32(payload[:-4]))
+
+
+def _model_id_bytes(model_id: str | None) -> bytes:
+    if model_id is None:
+        return _UNKNOWN_MODEL
+    try:
+        raw = bytes.fromhex(model_id)
+    except ValueError:
+        raw = b""
+    if len(raw) != MODEL_ID_BYTES or raw == _UNKNOWN_MODEL:
+        raise ValueError(f"model id must be {2 * MODEL_ID_BYTES} hex digits (not all zero), got {model_id!r}")
+    return raw
 
 
 def write_thumbnail(thumb: Thumbnail) -> bytes:
@@ -183,7 +208,8 @@ def write_thumbnail(thumb: Thumbnail) -> bytes:
     # libjpeg recomputes the grid from it, which is why the grid must match it exactly.
     jpeg.height, jpeg.width = height, width
     jpeg.samp_factor = np.ones((3, 2), dtype=np.int32)
-    payload = _PAYLOAD.pack(MARKER_TAG, FORMAT_VERSION, thumb.scale, *hr_size, 0)  # CRC: below
+    payload = _PAYLOAD.pack(MARKER_TAG, FORMAT_VERSION, thumb.scale, *hr_size,
+                            _model_id_bytes(thumb.model_id), 0)  # CRC: below
     jpeg.markers = [jpeglib.Marker(jpeglib.MarkerType.JPEG_APP15, len(payload), payload)]
 
     with tempfile.TemporaryDirectory(prefix="hyperthumb-") as tmp:
@@ -309,8 +335,10 @@ MISSING_MARKER = ("not a HyperThumbnail file: the APP15 'HYPERTHUMB' marker is m
                   "photo with `hyperthumbnail encode` first")
 
 
-def _parse_marker(segments: list[_Segment], max_hr_pixels: int) -> tuple[_Segment, int, int, int] | None:
-    """Validate our APP15 segment; return (segment, scale, width, height), None if there is none."""
+def _parse_marker(segments: list[_Segment], max_hr_pixels: int
+                  ) -> tuple[_Segment, int, int, int, str | None] | None:
+    """Validate our APP15 segment; return (segment, scale, width, height, model id), None if
+    there is none."""
     ours = [s for s in segments if s.code == _APP15 and s.payload.startswith(MARKER_TAG)]
     if not ours:
         return None
@@ -320,20 +348,23 @@ def _parse_marker(segments: list[_Segment], max_hr_pixels: int) -> tuple[_Segmen
     if len(payload) < len(MARKER_TAG) + 1:
         raise ThumbnailError("corrupt HyperThumbnail marker: no format version")
     version = payload[len(MARKER_TAG)]
-    if version != FORMAT_VERSION:
+    layout = _PAYLOADS.get(version)
+    if layout is None:
         raise ThumbnailError(f"unsupported HyperThumbnail format version {version} "
-                             f"(this build reads version {FORMAT_VERSION})")
-    if len(payload) != _PAYLOAD.size:
+                             f"(this build reads versions {', '.join(map(str, _PAYLOADS))})")
+    if len(payload) != layout.size:
         raise ThumbnailError(f"corrupt HyperThumbnail marker: {len(payload)} bytes, "
-                             f"expected {_PAYLOAD.size}")
-    _, _, scale, width, height, _ = _PAYLOAD.unpack(payload)
+                             f"expected {layout.size} for format version {version}")
+    fields = layout.unpack(payload)
+    scale, width, height = fields[2:5]
+    raw_id = fields[5] if version >= 2 else _UNKNOWN_MODEL
     if scale not in SUPPORTED_SCALES:
         raise ThumbnailError(f"corrupt HyperThumbnail marker: scale {scale} is not one of "
                              f"{SUPPORTED_SCALES}")
     if width < 1 or height < 1:
         raise ThumbnailError(f"corrupt HyperThumbnail marker: HR size {width}x{height}")
     _check_hr_pixels(width, height, max_hr_pixels)
-    return ours[0], scale, width, height
+    return ours[0], scale, width, height, (None if raw_id == _UNKNOWN_MODEL else raw_id.hex())
 
 
 def _check_hr_pixels(width: int, height: int, max_hr_pixels: int) -> None:
@@ -492,8 +523,9 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scal
     if parsed is None:
         scale, hr_size = _stripped_geometry(segments, scale, hr_size, max_hr_pixels)
         _check_frame(segments, thumbnail_size(hr_size, scale), "--size/--scale")
+        model_id = None
     else:
-        marker, marked_scale, width, height = parsed
+        marker, marked_scale, width, height, model_id = parsed
         if scale is not None and scale != marked_scale:
             raise ThumbnailError(f"--scale {scale} disagrees with the thumbnail's marker (scale {marked_scale})")
         if hr_size is not None and tuple(hr_size) != (width, height):
@@ -504,7 +536,7 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scal
     rows, cols = _block_grid(hr_size, scale)
     end = _scan_end(data, scan_start, 3 * rows * cols)
     if parsed is not None:
-        stored_crc = int.from_bytes(marker.payload[_CRC_OFFSET:], "big")
+        stored_crc = int.from_bytes(marker.payload[-4:], "big")
         if _checksum(marker.payload, data[marker.end:end]) != stored_crc:
             raise ThumbnailError("checksum mismatch: the thumbnail is corrupt or was modified "
                                  "(re-encoding changes it too)")
@@ -539,6 +571,7 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scal
         scale=scale,
         hr_size=hr_size,
         metadata=metadata,
+        model_id=model_id,
     )
 
 

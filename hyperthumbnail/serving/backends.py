@@ -73,6 +73,11 @@ class _PythonModel:
         value = self.params.get(key, "")
         return int(value) if value.strip() else default
 
+    def param_list(self, key: str) -> tuple[str, ...] | None:
+        """A comma-separated parameter; None when it is empty or absent."""
+        values = tuple(v.strip() for v in self.params.get(key, "").split(",") if v.strip())
+        return values or None
+
     def inputs_of(self, request) -> dict[str, np.ndarray]:
         """The request's tensors by name; an optional input the request left out is absent."""
         tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.input_names}
@@ -151,9 +156,11 @@ class JpegEncodeModel(_PythonModel):
 
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
+        self.model_id = self.params.get("model_id") or None
 
     def run(self, inputs):
-        thumbnails = steps.encode_thumbnail_batch(inputs["QUANTIZED"], inputs["TABLES"], inputs["HR_SIZE"], self.scale)
+        thumbnails = steps.encode_thumbnail_batch(inputs["QUANTIZED"], inputs["TABLES"], inputs["HR_SIZE"], self.scale,
+                                                  self.model_id)
         if "ICC_PROFILE" in inputs or "EXIF" in inputs:  # optional: the photo's metadata
             thumbnails = steps.attach_metadata_batch(thumbnails, inputs.get("ICC_PROFILE"), inputs.get("EXIF"),
                                                      inputs["HR_SIZE"])
@@ -167,9 +174,11 @@ class JpegDecodeModel(_PythonModel):
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
         self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
+        self.served_models = self.param_list("served_models")
 
     def run(self, inputs):
-        quantized, tables, hr_size = steps.decode_thumbnail_batch(inputs["THUMBNAIL"], self.scale, self.max_pixels)
+        quantized, tables, hr_size = steps.decode_thumbnail_batch(inputs["THUMBNAIL"], self.scale, self.max_pixels,
+                                                                  self.served_models)
         icc_profile, exif = steps.metadata_batch(inputs["THUMBNAIL"])
         return {"QUANTIZED": quantized, "TABLES": tables, "HR_SIZE": hr_size, "ICC_PROFILE": icc_profile, "EXIF": exif}
 
@@ -189,6 +198,7 @@ class EncodeAtBppModel(_PythonModel):
     def setup(self) -> None:
         self.scale = self.param_int("scale", 4)
         self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
+        self.model_id = self.params.get("model_id") or None
         self.default_tolerance = float(self.params.get("tolerance") or 0.03)
 
     def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
@@ -217,10 +227,11 @@ class EncodeAtBppModel(_PythonModel):
     def quantize_and_write(self, coefficients: np.ndarray, hr_size: tuple[int, int], table_scale: float = 1.0) -> bytes:
         out = self.infer("qpm", {"coefficients": coefficients[None],
                                  "table_scale": np.array([[table_scale]], np.float32)}, ["quantized", "tables"])
-        return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], hr_size, self.scale)
+        return steps.encode_thumbnail(out["quantized"][0], out["tables"][0], hr_size, self.scale, self.model_id)
 
     def write_with_tables(self, coefficients: np.ndarray, hr_size: tuple[int, int], tables: np.ndarray) -> bytes:
-        return steps.encode_thumbnail(steps.quantize_with_tables(coefficients, tables), tables, hr_size, self.scale)
+        return steps.encode_thumbnail(steps.quantize_with_tables(coefficients, tables), tables, hr_size, self.scale,
+                                      self.model_id)
 
     def run(self, inputs):
         images = np.asarray(inputs["IMAGE"])

@@ -38,6 +38,9 @@ __all__ = ["DEFAULT_REPOSITORY", "NEURAL_MODELS", "build_repository", "template_
 
 # These configs carry a `scale` parameter.
 SCALED_MODELS = ("preprocess", "encoder", "jpeg_encode", "jpeg_decode", "decoder", ENCODE_AT_BPP_MODEL)
+# These write thumbnails (`model_id`: the marker's model id) or read them (`served_models`).
+THUMBNAIL_WRITERS = ("jpeg_encode", ENCODE_AT_BPP_MODEL)
+THUMBNAIL_READERS = ("jpeg_decode",)
 STAMP_NAME = ".hyperthumbnail-build.json"
 DEFAULT_REPOSITORY = Path("build") / "model_repository"
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -211,6 +214,7 @@ def build_repository(
         return out_dir
 
     from ..export.onnx_export import load_export_model, write_manifest
+    from ..weights import served_model_ids
 
     model, _ = load_export_model(source, scale)
     if model.scale != scale:
@@ -226,6 +230,12 @@ def build_repository(
         for name in SCALED_MODELS:
             config = staging / name / "config.pbtxt"
             config.write_text(set_parameter(config.read_text(), "scale", str(scale)))
+        served = served_model_ids(source)
+        for names, key, value in ((THUMBNAIL_WRITERS, "model_id", served[0]),
+                                  (THUMBNAIL_READERS, "served_models", ",".join(served))):
+            for name in names:
+                config = staging / name / "config.pbtxt"
+                config.write_text(set_parameter(config.read_text(), key, value))
         _select_ensembles(staging, target)
         cache = _graph_cache(source)
         for name in NEURAL_MODELS:

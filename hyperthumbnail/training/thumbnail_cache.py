@@ -14,7 +14,6 @@ uint8 for orientation k (see `orient`). Building is resumable: finished photos a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -24,22 +23,10 @@ from tqdm import tqdm
 
 from ..codec.images import list_images, load_image
 from ..codec.steps import decode_thumbnail
+from ..weights import encoder_fingerprint
 
 ORIENTATIONS = 8
 MANIFEST = "manifest.json"
-
-
-def encoder_fingerprint(weights: str | Path) -> str:
-    """SHA-256 of the encoder's and QPM's tensors (as fp16, as shipped): what made the thumbnails.
-    A decoder-only run's own checkpoints and exported weights share it with the weights it started
-    from, so a run that continues from them on a new machine keeps (or rebuilds the same) cache."""
-    from ..weights import load_model
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(load_model(weights).state_dict().items()):
-        if name.startswith(("encoder.", "qpm.")):
-            digest.update(name.encode() + tensor.detach().half().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def orient(image: np.ndarray, k: int) -> np.ndarray:
