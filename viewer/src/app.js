@@ -93,6 +93,7 @@ async function restoreCurrent() {
     ...(dec.note ? [['note', dec.note]] : []),
   ]);
   $('result').hidden = false;
+  $('thumbnail-view').hidden = true; // the comparison shows it now
   setStatus('Preparing the PNG download...');
   const pngStart = performance.now();
   const png = await new Promise((resolve) => after.toBlob(resolve, 'image/png'));
@@ -146,7 +147,10 @@ function wireInputs() {
     if (file) run(file.arrayBuffer().then((buffer) => open(new Uint8Array(buffer), file.name)));
   });
   $('retry').addEventListener('click', () => { if (current) { current.asked = true; run(restoreCurrent()); } });
-  $('slider').addEventListener('input', () => { $('after').style.clipPath = `inset(0 0 0 ${$('slider').value}%)`; });
+  $('slider').addEventListener('input', () => {
+    $('after').style.clipPath = `inset(0 0 0 ${$('slider').value}%)`;
+    $('divider').style.left = `${$('slider').value}%`;
+  });
 }
 
 async function main() {
