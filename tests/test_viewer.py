@@ -256,3 +256,17 @@ def test_chromium_restores_a_12_megapixel_photo_in_tiles_within_a_tabs_memory(vi
     assert restored.shape == cli.shape == (3024, 4032, 3)
     assert _psnr(restored, cli) >= 45
     assert 0 < result.memory["tab_peak_rss_mib"] < 2048, result.memory
+
+
+def test_the_manifest_holds_what_python_decides(viewer_dir):
+    """The page's tiling, limits and accepted model ids come from the Python code, not a copy."""
+    from hyperthumbnail.interface import DEFAULT_MAX_PIXELS
+    from hyperthumbnail.weights import default_weights_path, served_model_ids
+
+    manifest = json.loads((viewer_dir / "manifest.json").read_text())
+    assert manifest["model_ids"] == list(served_model_ids(default_weights_path(4)))
+    assert manifest["tiling"] == {"margins": {"decoder_features": DECODER_FEATURES_MARGIN_BLOCKS,
+                                              "decoder_body": DECODER_BODY_MARGIN_BLOCKS},
+                                  "feature_tile_blocks": DEFAULT_FEATURE_TILE_BLOCKS, "tile_pixels": DEFAULT_TILE_PIXELS}
+    assert (manifest["scale"], manifest["max_pixels"]) == (4, DEFAULT_MAX_PIXELS)
+    assert all((viewer_dir / path).is_file() for path in manifest["graphs"].values())

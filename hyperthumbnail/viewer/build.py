@@ -16,7 +16,7 @@ from pathlib import Path
 from ..interface import DEFAULT_MAX_PIXELS
 from ..runtime import tiling
 from ..runtime.graphs import export_code_hash, export_graphs, graph_cache_dir
-from ..weights import default_weights_path, file_sha256
+from ..weights import default_weights_path, file_sha256, served_model_ids
 
 __all__ = ["DEFAULT_BUILD_DIR", "GRAPHS", "VIEWER_SOURCE", "ViewerError", "build_viewer", "ensure_node_modules"]
 
@@ -80,13 +80,6 @@ def _macs_per_block(graph_dir: Path) -> dict[str, int]:
             for name, shape in shapes.items()}
 
 
-def _served_model_ids(weights: Path) -> list[str]:
-    """The model ids whose thumbnails this decoder rebuilds (the page refuses the others by name)."""
-    from ..weights import served_model_ids
-
-    return list(served_model_ids(weights))
-
-
 def weights_scale(weights: Path) -> int:
     """The model's scale from the weights file's config (read without torch)."""
     from safetensors import safe_open
@@ -134,7 +127,7 @@ def build_viewer(out_dir: str | Path = DEFAULT_BUILD_DIR, weights: str | Path | 
         "build_key": key,
         "scale": scale,
         "graphs": graphs,
-        "model_ids": _served_model_ids(weights),
+        "model_ids": list(served_model_ids(weights)),  # the page refuses thumbnails of other models by id
         "weights": weights.name,
         "weights_sha256": file_sha256(weights),
         "export_code_hash": export_code_hash(),
