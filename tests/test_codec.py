@@ -318,8 +318,15 @@ def as_format_1(data: bytes) -> bytes:
 
 
 def test_model_id_round_trips_and_is_covered_by_the_crc(thumb):
+    from hyperthumbnail.codec.thumbnail import thumbnail_model_id
+
     data = write_thumbnail(replace(thumb, model_id="0123456789abcdef"))
-    assert read_thumbnail(data).model_id == "0123456789abcdef"
+    assert read_thumbnail(data).model_id == "0123456789abcdef" == thumbnail_model_id(data)
+    assert thumbnail_model_id(as_format_1(data)) is None
+    plain = io.BytesIO()
+    Image.new("RGB", (16, 16)).save(plain, "JPEG")
+    with pytest.raises(ThumbnailError, match="marker is missing"):
+        thumbnail_model_id(plain.getvalue())
     assert read_thumbnail(write_thumbnail(thumb)).model_id is None  # unknown: all zero
     start, _ = find_segment(data, 0xEF)
     tampered = bytearray(data)

@@ -64,6 +64,7 @@ __all__ = [
     "read_thumbnail",
     "restore_marker",
     "scan_bytes",
+    "thumbnail_model_id",
     "thumbnail_size",
     "with_metadata",
     "write_thumbnail",
@@ -573,6 +574,16 @@ def read_thumbnail(data: bytes, max_hr_pixels: int = DEFAULT_MAX_HR_PIXELS, scal
         metadata=metadata,
         model_id=model_id,
     )
+
+
+def thumbnail_model_id(data: bytes) -> str | None:
+    """The model id in a thumbnail's marker from its header alone (no entropy decoding, no CRC
+    check): what a gateway routes on. None for a file without an id; ThumbnailError if the header
+    is unreadable or the JPEG has no HyperThumbnail marker."""
+    parsed = _parse_marker(_header_segments(bytes(data))[0], max_hr_pixels=2**64)
+    if parsed is None:
+        raise ThumbnailError(MISSING_MARKER)
+    return parsed[4]
 
 
 def read_metadata(data: bytes) -> Metadata:
