@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|soak`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -209,6 +209,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     fold.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     fold.add_argument("--out", default="benchmarks/results")
     fold.set_defaults(func=_module_run("fold"))
+
+    soak = bench.add_parser(
+        "soak", help="a long stream of mixed photo sizes through `serve --replicas N`, with faults; memory sampled",
+        description="Encode and decode requests of a seeded mix of photo sizes (0.3 MP to 8192x6144) over HTTP and "
+        "gRPC through `hyperthumbnail serve --replicas N` (nginx), for --minutes; every response checked and compared "
+        "with the in-process result; a replica SIGKILLed, clients giving up and a burst of malformed requests at "
+        "stated times; the serving tree's PSS/RSS, /dev/shm, fds and queue time sampled. Writes soak.json and "
+        "soak.png; exit 1 when issue #26's acceptance fails (docs/benchmarks.md).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    soak.add_argument("--minutes", type=float, required=True, help="how long new requests are sent")
+    soak.add_argument("--replicas", type=int, default=2, help="replicas of the `serve` this command starts")
+    soak.add_argument("--concurrency", type=int, default=2, help="requests in flight")
+    soak.add_argument("--url", default=None, metavar="HTTP[,GRPC]",
+                      help="an existing server's host:port (no replica is killed, no memory sampled)")
+    soak.add_argument("--max-requests", type=int, default=100_000, help="stop after this many requests")
+    soak.add_argument("--mix", default=None, help="size classes: names of the default mix or NAME=WxH:WEIGHT, "
+                      "comma-separated (default: the stated mix, docs/benchmarks.md)")
+    soak.add_argument("--per-class", type=int, default=2, help="photos per size class, each from another source")
+    soak.add_argument("--photos", type=_csv_list, default=["../shared/datasets/highres"],
+                      help="folders of extra source photos besides samples/photos (used when present)")
+    soak.add_argument("--faults", type=_csv_list, default=["kill_replica", "disconnects", "malformed_burst"],
+                      help="which faults (at 25%%, 50%%, 70%% of the run)")
+    soak.add_argument("--compare-fraction", type=float, default=1.0,
+                      help="share of responses byte-compared with the in-process result")
+    soak.add_argument("--sample-every", type=float, default=2.0, help="seconds between memory samples")
+    soak.add_argument("--seed", type=int, default=26)
+    soak.add_argument("--out", default="benchmarks/results")
+    soak.set_defaults(func=_module_run("soak"))
 
 
 def _module_run(module_name: str):
