@@ -31,3 +31,4 @@ photo=$(ls ../shared/datasets/highres/Kleiber*.jpg)
     --out benchmarks/results/bigphoto_20mp.json
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
 .venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, 8 cases, ~24 min on 2 idle cores
+make viewer && .venv/bin/hyperthumbnail viewer bench --repeat 2   # the browser viewer in headless Chromium (docs/viewer.md)

@@ -270,3 +270,18 @@ def test_the_manifest_holds_what_python_decides(viewer_dir):
                                   "feature_tile_blocks": DEFAULT_FEATURE_TILE_BLOCKS, "tile_pixels": DEFAULT_TILE_PIXELS}
     assert (manifest["scale"], manifest["max_pixels"]) == (4, DEFAULT_MAX_PIXELS)
     assert all((viewer_dir / path).is_file() for path in manifest["graphs"].values())
+
+
+def test_viewer_check_exits_with_the_pages_message_for_a_foreign_jpeg(viewer_dir, tmp_path, capsys):
+    """`hyperthumbnail viewer check` on an ordinary camera JPEG: exit 1, the page's message on one
+    line, and result.json with that message (not a blank page, an exception or a hang)."""
+    from hyperthumbnail.cli import main
+
+    code = main(["viewer", "check", str(ROOT / "samples" / "photos" / "maple.jpg"), "--out", str(tmp_path),
+                 "--dir", str(viewer_dir), "--timeout", "60"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a HyperThumbnail" in err
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["state"] == "error" and "HYPERTHUMB marker" in record["message"] and not record["page_errors"]
+    assert not (tmp_path / "restored.png").exists()
