@@ -285,3 +285,25 @@ def test_viewer_check_exits_with_the_pages_message_for_a_foreign_jpeg(viewer_dir
     record = json.loads((tmp_path / "result.json").read_text())
     assert record["state"] == "error" and "HYPERTHUMB marker" in record["message"] and not record["page_errors"]
     assert not (tmp_path / "restored.png").exists()
+
+
+def test_viewer_serve_sends_the_headers_for_wasm_threads(viewer_dir):
+    """`hyperthumbnail viewer serve`: COOP/COEP on every file (cross-origin isolation: WASM threads)
+    and the MIME types module scripts and streaming WASM compilation insist on."""
+    import urllib.request
+
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "hyperthumbnail", "viewer", "serve", "--port", str(port),
+                               "--dir", str(viewer_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in server.stdout.readline()  # printed once the socket listens
+        expected = {"index.html": "text/html", "ort/ort.wasm.min.mjs": "text/javascript",
+                    "ort/ort-wasm-simd-threaded.wasm": "application/wasm", "manifest.json": "application/json"}
+        for path, mime in expected.items():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=10) as response:
+                assert response.headers["Content-Type"].startswith(mime), path
+                assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+                assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
