@@ -198,7 +198,7 @@ def test_a_plain_static_server_restores_single_threaded_and_a_foreign_jpeg_gets_
         viewer_dir, kodak_thumbnail, tmp_path):
     """The folder as any static host serves it (no COOP/COEP): the page falls back to one WASM
     thread, opens `?src=`, restores (a stripped thumbnail too, given its scale and size), and says
-    why an ordinary photo is not a HyperThumbnail."""
+    why an ordinary photo dropped on it is not a HyperThumbnail."""
     path, cli = kodak_thumbnail
     site = tmp_path / "site"
     shutil.copytree(viewer_dir, site, symlinks=False)
@@ -216,7 +216,7 @@ def test_a_plain_static_server_restores_single_threaded_and_a_foreign_jpeg_gets_
             except OSError:
                 time.sleep(0.1)
         base = f"http://127.0.0.1:{port}/"
-        page, _ = run_page(base + "?src=camera.jpg", tmp_path, timeout_s=60)
+        page, _ = run_page(base, tmp_path, file=site / "camera.jpg", drop=True, timeout_s=60)  # dropped on the page
         assert page["state"] == "error", page
         assert "not a HyperThumbnail" in page["shown_message"] and "hyperthumbnail encode" in page["shown_message"]
         assert page.get("stripped") is True  # the page offers the scale and size fields
@@ -256,6 +256,7 @@ def test_chromium_restores_a_12_megapixel_photo_in_tiles_within_a_tabs_memory(vi
     assert restored.shape == cli.shape == (3024, 4032, 3)
     assert _psnr(restored, cli) >= 45
     assert 0 < result.memory["tab_peak_rss_mib"] < 2048, result.memory
+    assert result.page["progress_steps"] >= 4  # the bar moved with the tiles (1 features + 3+ body tiles)
 
 
 def test_the_manifest_holds_what_python_decides(viewer_dir):

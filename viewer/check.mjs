@@ -2,9 +2,10 @@
 // browser; it never downloads one): open a thumbnail through the file picker (--file) or the
 // page's own ?src= (in --url), wait for the restore or the page's message, download the restored
 // PNG through the page's link, and print one JSON line with what the page reported.
-//   node check.mjs --url URL --chromium PATH --downloads DIR [--file JPG] [--timeout S] [--webgpu]
+//   node check.mjs --url URL --chromium PATH --downloads DIR [--file JPG [--drop]] [--timeout S] [--webgpu]
+// --drop: the file is dropped on the page (a DataTransfer drop event) instead of picked.
 import { parseArgs } from 'node:util';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
 
@@ -12,7 +13,7 @@ const { values: args } = parseArgs({
   options: {
     url: { type: 'string' }, chromium: { type: 'string', default: '/usr/bin/chromium' },
     downloads: { type: 'string' }, file: { type: 'string' }, timeout: { type: 'string', default: '300' },
-    webgpu: { type: 'boolean', default: false },
+    webgpu: { type: 'boolean', default: false }, drop: { type: 'boolean', default: false },
   },
 });
 const timeoutMs = Number(args.timeout) * 1000;
@@ -47,7 +48,17 @@ try {
   await page.goto(args.url, { waitUntil: 'load', timeout: timeoutMs });
   if (args.file) {
     await page.waitForFunction(() => window.hyperthumbnail && window.hyperthumbnail.state !== 'loading', { timeout: timeoutMs });
-    await (await page.$('#file')).uploadFile(args.file);
+    if (args.drop) {
+      const base64 = readFileSync(args.file).toString('base64');
+      await page.evaluate((data, name) => {
+        const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([bytes], name, { type: 'image/jpeg' }));
+        document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+      }, base64, args.file.split('/').pop());
+    } else {
+      await (await page.$('#file')).uploadFile(args.file);
+    }
     await page.waitForFunction(() => window.hyperthumbnail.state !== 'ready', { timeout: timeoutMs });
   }
   await page.waitForFunction(settled, { timeout: timeoutMs, polling: 200 });

@@ -79,9 +79,10 @@ class _MemoryWatch:
 
 
 def run_page(url: str, downloads: Path, chromium: str = DEFAULT_CHROMIUM, file: Path | None = None,
-             timeout_s: float = 300, webgpu: bool = False) -> tuple[dict, dict]:
-    """Run check.mjs on `url` (opening `file` through the file picker, if given) -> (its report,
-    peak memory). The report always comes back: a page that never settles is a timeout error."""
+             timeout_s: float = 300, webgpu: bool = False, drop: bool = False) -> tuple[dict, dict]:
+    """Run check.mjs on `url` (opening `file` through the file picker, or dropping it on the page
+    with `drop`, if given) -> (its report, peak memory). The report always comes back: a page that
+    never settles is a timeout error."""
     node = shutil.which("node")
     if node is None:
         raise ViewerError("node is not installed (Debian: apt-get install nodejs); the browser check needs it")
@@ -96,6 +97,8 @@ def run_page(url: str, downloads: Path, chromium: str = DEFAULT_CHROMIUM, file: 
         command += ["--file", str(Path(file).resolve())]
     if webgpu:
         command.append("--webgpu")
+    if drop:
+        command.append("--drop")
     process = subprocess.Popen(command, cwd=VIEWER_SOURCE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watch = _MemoryWatch(process.pid)
     try:
@@ -134,7 +137,7 @@ def check_thumbnail(thumbnail: str | Path, out_dir: str | Path, chromium: str = 
             png = out_dir / "restored.png"
             shutil.move(page.pop("download_path"), png)
     result = {key: page.get(key) for key in ("state", "ms", "backend", "threads", "width", "height", "scale", "bpp", "adapter",
-                                             "bytes", "model_id", "format_version", "load_ms", "png_ms", "note",
+                                             "bytes", "model_id", "format_version", "load_ms", "png_ms", "progress_steps", "note",
                                              "cross_origin_isolated", "browser_version", "user_agent")}
     result.update(thumbnail=str(thumbnail), message=page.get("shown_message") or page.get("message") or "",
                   error=page.get("error"), page_errors=page.get("page_errors", []), **memory,

@@ -74,7 +74,8 @@ async function restoreCurrent() {
   setStatus(`Restoring ${thumb.width}x${thumb.height} on this device (${dec.backend})...`);
   $('progress').hidden = false;
   const start = performance.now();
-  const rgba = await restore(dec, thumb, (done, total) => { $('progress').value = total ? done / total : 0; });
+  let progressSteps = 0;
+  const rgba = await restore(dec, thumb, (done, total) => { $('progress').value = total ? done / total : 0; progressSteps++; });
   const ms = performance.now() - start;
   $('progress').hidden = true;
 
@@ -107,7 +108,7 @@ async function restoreCurrent() {
     state: 'done', ms, load_ms: dec.loadMs, png_ms: performance.now() - pngStart, backend: dec.backend,
     threads: dec.backend === 'wasm' ? dec.threads : null, adapter: dec.adapter, note: dec.note, width: thumb.width, height: thumb.height,
     scale: thumb.scale, bytes: bytes.length, bpp, model_id: thumb.modelId, format_version: thumb.version,
-    download: link.download, cross_origin_isolated: globalThis.crossOriginIsolated === true,
+    progress_steps: progressSteps, download: link.download, cross_origin_isolated: globalThis.crossOriginIsolated === true,
   });
 }
 
