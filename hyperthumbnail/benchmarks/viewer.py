@@ -5,13 +5,13 @@ browser through `viewer.check_thumbnail`, its PNG compared with the in-process d
 
     hyperthumbnail viewer bench --out benchmarks/results
 
-`ms` is the page's restore (coefficients read, both graphs in tiles, pixels assembled); the
+`ms` is the page's restore (the file read: `read_ms`; both graphs in tiles; pixels assembled); the
 decoder's load (fetch + session creation) and the PNG download are recorded apart; the in-process
 decode (OpenVINO, bf16 body: `hyperthumbnail decode` without the file I/O, its second call) is
 timed beside it for scale. WebGPU: a
 headless Chromium without a GPU gives no adapter unless asked with --enable-unsafe-webgpu, and then
 a software one (SwiftShader, Vulkan emulated on the CPU); the record says which, and the software
-adapter runs only the smallest photo (on this CPU it took 66-72 s for Kodak where WASM took 1-2 s).
+adapter runs only the smallest photo (here about a minute for Kodak, where WASM takes 1-2 s).
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def run_viewer_bench(out_dir: Path, viewer_dir: Path = DEFAULT_BUILD_DIR, chromi
                     if result.ok:
                         restored = np.asarray(Image.open(result.png).convert("RGB"))
                         row.update(status="ok", psnr_vs_in_process_db=_psnr(restored, reference),
-                                   **{k: page[k] for k in ("ms", "load_ms", "png_ms", "backend", "threads", "adapter",
+                                   **{k: page[k] for k in ("ms", "read_ms", "load_ms", "png_ms", "backend", "threads", "adapter",
                                                            "cross_origin_isolated", "tab_peak_rss_mib",
                                                            "browser_peak_pss_mib", "bytes", "bpp", "note")})
                         if backend == "webgpu":
@@ -119,7 +119,8 @@ def run_viewer_bench(out_dir: Path, viewer_dir: Path = DEFAULT_BUILD_DIR, chromi
                                 if k in ("weights", "weights_sha256", "model_ids", "tiling")},
             "reference": f"in-process decode ({pipeline.describe()})",
             "command": command,
-            "note": "ms = the page's restore (reading the coefficients, both graphs in tiles, assembling the pixels); "
+            "note": "ms = the page's restore: reading the file (read_ms: parsing, CRC, the coefficients' entropy "
+                    "decoding) + both graphs in tiles + assembling the pixels; "
                     "load_ms = fetching the graphs and creating the ONNX Runtime Web sessions; each run a fresh "
                     "headless Chromium; webgpu asked with --enable-unsafe-webgpu --enable-features=Vulkan",
         },

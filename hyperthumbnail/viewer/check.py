@@ -136,9 +136,10 @@ def check_thumbnail(thumbnail: str | Path, out_dir: str | Path, chromium: str = 
         if page.get("download_path") and Path(page["download_path"]).is_file():
             png = out_dir / "restored.png"
             shutil.move(page.pop("download_path"), png)
-    result = {key: page.get(key) for key in ("state", "ms", "backend", "threads", "width", "height", "scale", "bpp", "adapter",
-                                             "bytes", "model_id", "format_version", "load_ms", "png_ms", "progress_steps", "note",
-                                             "cross_origin_isolated", "browser_version", "user_agent")}
+    reported = ("state", "ms", "read_ms", "backend", "threads", "width", "height", "scale", "bpp", "adapter", "bytes",
+                "model_id", "format_version", "load_ms", "png_ms", "progress_steps", "note", "cross_origin_isolated",
+                "browser_version", "user_agent")
+    result = {key: page.get(key) for key in reported}
     result.update(thumbnail=str(thumbnail), message=page.get("shown_message") or page.get("message") or "",
                   error=page.get("error"), page_errors=page.get("page_errors", []), **memory,
                   onnxruntime_web=page.get("ort_version"), wall_s=round(time.perf_counter() - started, 2))
