@@ -57,8 +57,9 @@ export async function loadDecoder(manifest, baseUrl, { backend, threads, adapter
 
 function cropCoefficients(thumb, [[r0, r1], [c0, c1]]) {
   const { coefficients, rows, cols } = thumb, h = r1 - r0, w = c1 - c0;
-  const out = new Int32Array(192 * h * w);
-  for (let plane = 0; plane < 192; plane++) {
+  const planes = 3 * 64; // Y, Cb, Cr x 64 frequencies
+  const out = new Int32Array(planes * h * w);
+  for (let plane = 0; plane < planes; plane++) {
     for (let r = 0; r < h; r++) {
       const from = (plane * rows + r0 + r) * cols + c0;
       out.set(coefficients.subarray(from, from + w), (plane * h + r) * w);
@@ -79,11 +80,13 @@ function cropFeatures(features, channels, height, width, [[r0, r1], [c0, c1]]) {
   return new ort.Tensor('float32', out, [1, channels, h, w]);
 }
 
-const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0)); // let the page repaint
+// Yield to the event loop between tiles so the page can repaint the progress bar (not
+// requestAnimationFrame: it pauses in a background tab, which would stall the restore).
+const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 /**
  * Rebuild the photo: RGBA pixels (width x height x 4) of exactly the original size.
- * `onProgress(done, total)` counts the graphs' work in blocks computed.
+ * `onProgress(done, total)` counts the graphs' work in multiply-adds.
  */
 export async function restore(decoder, thumb, onProgress = () => {}) {
   const { rows, cols, scale, width, height } = thumb;
