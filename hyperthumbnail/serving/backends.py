@@ -105,9 +105,13 @@ class _PythonModel:
 
     def execute(self, requests):
         responses = self.respond(requests)
+        self.release()
         if self.libc is not None:
             self.libc.malloc_trim(0)
         return responses
+
+    def release(self) -> None:
+        """After each batch: give back what the graph runtimes keep for the next call (subclasses)."""
 
     def respond(self, requests) -> list:
         responses = []
@@ -277,6 +281,12 @@ class DecoderModel(_PythonModel):
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
         self.feature_tile_blocks = self.param_int("feature_tile_blocks", DEFAULT_FEATURE_TILE_BLOCKS) or None
 
+    def release(self) -> None:
+        """OpenVINO keeps a call's buffers for the next one (the tiled path already gives them back):
+        a mixed stream would otherwise hold the largest untiled photo's for good (bench soak, #26)."""
+        self.features.release_memory()
+        self.body.release_memory()
+
     def run(self, inputs):
         if not len(inputs["quantized"]) == len(inputs["tables"]) == len(inputs["HR_SIZE"]):
             raise steps.StepError("quantized, tables and HR_SIZE differ in batch size")
@@ -298,6 +308,10 @@ class EncoderModel(_PythonModel):
         self.scale = self.param_int("scale", 4)
         self.max_pixels = self.param_int("max_pixels", steps.DEFAULT_MAX_PIXELS)
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
+
+    def release(self) -> None:
+        """As DecoderModel.release."""
+        self.runner.release_memory()
 
     def run(self, inputs):
         images = np.asarray(inputs["image"])
