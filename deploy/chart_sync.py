@@ -7,6 +7,7 @@
   replicas and the chart), less the ones the chart templates from values (repository, addresses,
   ports, drain time, log level) and the per-process /dev/shm prefix (a pod has its own /dev/shm);
   `cpu` = the flags a CPU server adds.
+* `env`: `server_flags.SERVER_ENV`, the environment every server gets (glibc malloc settings).
 * `paths`: the health and metrics paths of `server_flags` (probes, ServiceMonitor).
 * `models`: the served models of `hyperthumbnail.interface` that the rules count as requests, and
   the ensembles among them.
@@ -49,6 +50,7 @@ def facts() -> dict:
     common = portable_flags(gpu=True)
     return {
         "flags": {"common": common, "cpu": [f for f in portable_flags(gpu=False) if f not in common]},
+        "env": dict(server_flags.SERVER_ENV),
         "paths": {"live": server_flags.HEALTH_LIVE, "ready": server_flags.HEALTH_READY,
                   "metrics": server_flags.METRICS_PATH},
         "models": {"requests": [*interface.ENSEMBLES, interface.ENCODE_AT_BPP_MODEL],

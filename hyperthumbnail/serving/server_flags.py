@@ -11,6 +11,7 @@ from pathlib import Path
 from ..interface import ADMIN_HEADER
 
 __all__ = ["DEFAULT_EXIT_TIMEOUT_S", "DEFAULT_PORTS", "HEALTH_LIVE", "HEALTH_READY", "METRICS_PATH", "RESTRICTED_APIS",
+           "SERVER_ENV",
            "client_address", "client_host", "restricted_api_flags", "tritonserver_flags"]
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
@@ -18,6 +19,13 @@ DEFAULT_EXIT_TIMEOUT_S = 10  # drain time for in-flight requests on SIGINT/SIGTE
 HEALTH_LIVE = "/v2/health/live"
 HEALTH_READY = "/v2/health/ready"
 METRICS_PATH = "/metrics"
+
+# glibc's malloc in tritonserver itself: after a large buffer is freed it raises its mmap threshold
+# (up to 32 MiB), so later request buffers of up to 32 MiB come from its per-thread arenas, where
+# freed memory stays. A fixed 1 MiB threshold gives every larger buffer back when it is freed (the
+# stubs set the same with mallopt, serving/backends.py). Set for every server: `serve`, the replicas,
+# the chart (files/server.yaml) and KServe. Measured in a mixed stream: docs/benchmarks.md, "Soak".
+SERVER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 def client_host(host: str) -> str:

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .server_flags import SERVER_ENV
+
 __all__ = ["TritonRuntime", "TritonServerError", "find_tritonserver_dist", "prepare_runtime", "server_environment"]
 
 
@@ -97,6 +99,8 @@ def server_environment(dist: Path | None = None, base: dict[str, str] | None = N
     pythonpath = [str(_project_root())] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(pythonpath)
     env.pop("PYTHONHOME", None)
+    for name, value in SERVER_ENV.items():  # the caller's own setting wins
+        env.setdefault(name, value)
     return env
 
 
