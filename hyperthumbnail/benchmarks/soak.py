@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import shlex
 import signal
@@ -25,7 +26,7 @@ import numpy as np
 import psutil
 
 from .machine import machine_info, utc_now
-from .soak_mix import Job, Photo, build_pool, parse_mix, schedule, source_photos
+from .soak_mix import Job, Photo, build_pool, largest, parse_mix, schedule, source_photos
 
 __all__ = ["run", "FAULT_AT", "ACCEPT_GROWTH_FACTOR", "ACCEPT_GROWTH_SLACK_BYTES"]
 
@@ -36,6 +37,7 @@ ACCEPT_MIN_REQUESTS = 50
 REQUEST_TIMEOUT_S = 900.0                   # a 50 MP encode on one contended core takes a minute or more
 SERVE_START_TIMEOUT_S = 600.0
 SERVE_STOP_TIMEOUT_S = 120.0
+SERVE_LOGS = Path("build/soak_logs")  # the `serve` output of each run (not a result)
 REFERENCE_CACHE = Path("build/soak_references")  # in-process results by photo and code (add_references)
 
 
@@ -139,6 +141,7 @@ class Stream:
         self.compare_fraction = compare_fraction
         self.outcomes: list[Outcome] = []
         self.in_flight = 0
+        self.started = False
         self._threads = [threading.Thread(target=self._work, name=f"soak-{i}", daemon=True) for i in range(concurrency)]
 
     def _next(self) -> tuple[Job, bool] | None:
@@ -185,7 +188,28 @@ class Stream:
             return Outcome(job, start, time.monotonic() - start, error=f"{type(exc).__name__}: {str(exc)[:300]}")
         return Outcome(job, start, seconds, error=error, compared=compare and not error, mismatch=mismatch)
 
+    def opening(self, targets: list[str], photo: int) -> None:
+        """The largest photo's encode and decode sent to every target (each replica's own HTTP port)
+        at once: every replica holds its worst case at concurrency 2 before the stream starts, so
+        memory after it can be judged against it. Counted and checked like the stream's requests."""
+        from ..client import HyperThumbnailClient
+
+        def one(job: Job, url: str) -> None:
+            with HyperThumbnailClient(url, protocol="http", timeout_s=REQUEST_TIMEOUT_S) as client:
+                outcome = self._one(client, job, True)
+            with self._lock:
+                self.outcomes.append(outcome)
+
+        jobs = [(Job(-1 - len(targets) * k - i, op, "http", photo), url)
+                for i, url in enumerate(targets) for k, op in enumerate(("encode", "decode"))]
+        threads = [threading.Thread(target=one, args=pair, daemon=True) for pair in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
     def start(self) -> Stream:
+        self.started = True
         for thread in self._threads:
             thread.start()
         return self
@@ -250,7 +274,7 @@ def leftovers(sampler) -> dict:
 
 # ---------------------------------------------------------------------------------------- the run
 def _faults(args, serve_pid: int | None, urls: dict[str, str], pool: list[Photo], t0: float, duration: float,
-            stop: threading.Event, record: list[dict]) -> None:
+            stop: threading.Event, record: list[dict], opened: threading.Event) -> None:
     from . import soak_faults
 
     probe = max(pool, key=lambda p: p.image.size)  # long enough that an impatient client gives up
@@ -258,6 +282,9 @@ def _faults(args, serve_pid: int | None, urls: dict[str, str], pool: list[Photo]
     for name, at in sorted(plan, key=lambda x: x[1]):
         if stop.wait(max(0.0, t0 + at - time.monotonic())):
             return
+        while not opened.wait(1.0):  # the opening goes to the replicas' own ports: no retry elsewhere
+            if stop.is_set():
+                return
         started = time.monotonic() - t0
         try:
             if name == "kill_replica":
@@ -377,7 +404,8 @@ def run(args: argparse.Namespace) -> int:
                     "mix": [{"name": c.name, "width": c.width, "height": c.height, "megapixels": round(c.megapixels, 2),
                              "weight": c.weight} for c in classes],
                     "pool": [{"size_class": p.size_class.name, "source": p.source} for p in pool],
-                    "schedule": "first the largest class, encode and decode, once per replica; then seeded draws: "
+                    "schedule": "first the largest photo's encode and decode sent to every replica's own port at once (each "
+                                "replica's worst case at concurrency 2); then through nginx, seeded draws: "
                                 "class by weight, photo of it, encode/decode and HTTP/gRPC with even odds",
                     "seed": args.seed, "replicas": args.replicas, "concurrency": args.concurrency,
                     "minutes": args.minutes, "compare_fraction": args.compare_fraction,
@@ -390,7 +418,10 @@ def run(args: argparse.Namespace) -> int:
         http, _, grpc = args.url.partition(",")
         urls = {"http": http, "grpc": grpc or http}
     else:
-        serve, urls, _ = start_serve(args, out / "soak_serve.log")
+        log = SERVE_LOGS / f"serve_{os.getpid()}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        record["serve_log"] = str(log)
+        serve, urls, _ = start_serve(args, log)
     sampler = Sampler(serve.pid if serve else -1, every_s=args.sample_every)
     faults: list[dict] = []
     stop = threading.Event()
@@ -398,13 +429,22 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         if serve:
             sampler.start(t0)
-        stream = Stream(pool, schedule(pool, args.seed, args.replicas, args.max_requests), urls, args.concurrency,
-                        t0 + duration, args.compare_fraction, args.seed).start()
+        stream = Stream(pool, schedule(pool, args.seed, args.max_requests), urls, args.concurrency,
+                        t0 + duration, args.compare_fraction, args.seed)
+        from .soak_probe import find_replicas
+
+        targets = ([f"127.0.0.1:{r.http_port}" for r in find_replicas(serve.pid)] if serve else [urls["http"]])
+        opening = threading.Thread(target=stream.opening, args=(targets, largest(pool)), daemon=True)
+        opening.start()
+        opened = threading.Event()
         fault_thread = threading.Thread(target=_faults, args=(args, serve.pid if serve else None, urls, pool, t0,
-                                                              duration, stop, faults), daemon=True)
+                                                              duration, stop, faults, opened), daemon=True)
         fault_thread.start()
         with tqdm(total=int(duration), unit="s", desc="soak", mininterval=5 if not sys.stderr.isatty() else 0.1) as bar:
-            while stream.alive():
+            while opening.is_alive() or stream.alive() or not stream.started:
+                if not opening.is_alive() and not stream.started:
+                    opened.set()
+                    stream.start()
                 time.sleep(1.0)
                 last = sampler.samples[-1] if sampler.samples else None
                 bar.set_postfix(requests=len(stream.outcomes), errors=sum(bool(o.error) for o in stream.outcomes),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MIX", "SizeClass", "Photo", "Job", "parse_mix", "source_photos", "build_pool", "schedule"]
+__all__ = ["MIX", "SizeClass", "Photo", "Job", "parse_mix", "source_photos", "build_pool", "largest", "schedule"]
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,12 @@ class SizeClass:
 # Weighted towards phone photos; 0.3 MP web images up to today's 50 MP phone files (the default
 # pixel limit, interface.DEFAULT_MAX_PIXELS).
 MIX: tuple[SizeClass, ...] = (
-    SizeClass("web_0.3mp", 640, 480, 0.22),
-    SizeClass("hd_2mp", 1920, 1080, 0.18),
-    SizeClass("phone_12mp", 4032, 3024, 0.30),
+    SizeClass("web_0.3mp", 640, 480, 0.25),
+    SizeClass("hd_2mp", 1920, 1080, 0.20),
+    SizeClass("phone_12mp", 4032, 3024, 0.28),
     SizeClass("phone_portrait_12mp", 3024, 4032, 0.12),
-    SizeClass("6k_25mp", 6144, 4096, 0.12),
-    SizeClass("camera_50mp", 8192, 6144, 0.06),
+    SizeClass("6k_25mp", 6144, 4096, 0.10),
+    SizeClass("camera_50mp", 8192, 6144, 0.05),
 )
 
 
@@ -117,23 +117,18 @@ def build_pool(classes: Sequence[SizeClass], sources: Sequence[Path], per_class:
     return pool
 
 
-def schedule(pool: Sequence[Photo], seed: int, replicas: int, limit: int) -> Iterator[Job]:
-    """Seeded requests: first the largest class, encode and decode, once per replica (so each has met
-    the biggest tensors early, and memory after that can be judged), then draws from the mix:
-    the class by weight, a photo of it, encode or decode and HTTP or gRPC with even odds."""
+def largest(pool: Sequence[Photo]) -> int:
+    """The index of a photo of the largest class."""
+    return max(range(len(pool)), key=lambda i: pool[i].size_class.width * pool[i].size_class.height)
+
+
+def schedule(pool: Sequence[Photo], seed: int, limit: int, start: int = 0) -> Iterator[Job]:
+    """Seeded draws from the mix: the class by weight, a photo of it, encode or decode and HTTP or
+    gRPC with even odds."""
     rng = random.Random(seed + 1)
-    largest = max(pool, key=lambda p: p.size_class.width * p.size_class.height).size_class
-    opening = [i for i, p in enumerate(pool) if p.size_class == largest]
-    index = 0
-    for r in range(replicas):
-        for op in ("encode", "decode"):
-            if index < limit:
-                yield Job(index, op, "http" if r % 2 == 0 else "grpc", opening[r % len(opening)])
-                index += 1
     classes = sorted({p.size_class for p in pool}, key=lambda c: c.name)
     weights = [c.weight for c in classes]
     members = {c: [i for i, p in enumerate(pool) if p.size_class == c] for c in classes}
-    while index < limit:
+    for index in range(start, limit):
         size_class = rng.choices(classes, weights)[0]
         yield Job(index, rng.choice(("encode", "decode")), rng.choice(("http", "grpc")), rng.choice(members[size_class]))
-        index += 1

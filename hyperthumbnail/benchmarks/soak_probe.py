@@ -32,6 +32,7 @@ class Replica:
     created: float
     metrics_port: int
     shm_prefix: str
+    http_port: int = 0
 
 
 def find_replicas(serve_pid: int) -> list[Replica]:
@@ -48,7 +49,8 @@ def find_replicas(serve_pid: int) -> list[Replica]:
             args = child.cmdline()
             port = next(int(a.split("=", 1)[1]) for a in args if a.startswith(_METRICS_FLAG))
             prefix = next((a[len(_PREFIX_FLAG):] for a in args if a.startswith(_PREFIX_FLAG)), "")
-            found.append(Replica(child.pid, child.create_time(), port, prefix))
+            http = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--http-port=")), 0)
+            found.append(Replica(child.pid, child.create_time(), port, prefix, http))
         except (psutil.Error, StopIteration, ValueError):
             continue
     return sorted(found, key=lambda r: r.metrics_port)
