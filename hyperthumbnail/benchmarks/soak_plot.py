@@ -13,7 +13,7 @@ FAULT_COLORS = {"kill_replica": "tab:red", "disconnects": "tab:orange", "malform
 
 
 def plot_soak(record: dict, path: Path) -> None:
-    fig, (mem, lat) = plt.subplots(2, 1, figsize=(11, 7.5), sharex=True)
+    fig, (mem, lat) = plt.subplots(2, 1, figsize=(14, 7.5), sharex=True)
     minutes = lambda series: [t / 60 for t, _ in series]  # noqa: E731
     if record["memory_samples"]:
         mem.plot(minutes(record["memory_samples"]), [v / GIB for _, v in record["memory_samples"]],
@@ -32,7 +32,7 @@ def plot_soak(record: dict, path: Path) -> None:
         for x in (record["duration_s"] / 3, 2 * record["duration_s"] / 3):
             mem.axvline(x / 60, color="lightgray", lw=0.8)
     mem.set_ylabel("GiB")
-    mem.legend(fontsize=7, loc="upper left")
+    mem.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     mem.grid(alpha=0.3)
     classes = sorted({row[3] for row in record["requests_log"]})
     cmap = plt.get_cmap("viridis", max(2, len(classes)))
@@ -48,7 +48,7 @@ def plot_soak(record: dict, path: Path) -> None:
     lat.set_yscale("log")
     lat.set_ylabel("latency (s, at completion)")
     lat.set_xlabel("minutes")
-    lat.legend(fontsize=6, ncol=3, loc="upper left")
+    lat.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     lat.grid(alpha=0.3)
     for fault in record["faults"]:
         for ax in (mem, lat):
