@@ -45,6 +45,14 @@ def plot_soak(record: dict, path: Path) -> None:
     if errors:
         lat.scatter([(r[0] + r[4]) / 60 for r in errors], [r[4] for r in errors], s=40, marker="x", color="red",
                     label="error")
+    queue = record.get("queue_seconds_per_request_by_minute")
+    if queue is None:  # a record written before the field existed: the same from its samples
+        from .soak import queue_by_minute
+
+        queue = queue_by_minute([[t, [[r[0], r[1], r[6], r[7]] for r in rs]] for t, rs in record["replica_samples"]])
+    if queue:
+        lat.step([(m + 1) for m, _ in queue], [max(v, 1e-3) for _, v in queue], where="pre", color="black",
+                 lw=1, label="mean queue time per request (Triton metrics, per minute)")
     lat.set_yscale("log")
     lat.set_ylabel("latency (s, at completion)")
     lat.set_xlabel("minutes")
