@@ -54,6 +54,9 @@ def tritonserver_flags(model_repository: str | Path, *, host: str = "127.0.0.1",
         "--strict-readiness=true",
         "--exit-on-error=true",             # a model that fails to load stops the server
         f"--exit-timeout-secs={exit_timeout}",  # drain time for in-flight requests on stop
+        # gRPC keeps up to 8 request/response messages for reuse, each with the capacity of the largest
+        # tensor it carried: the server grew by hundreds of MiB in a mixed soak (#26); 0 frees them.
+        "--grpc-infer-allocation-pool-size=0",
         f"--log-verbose={log_verbose}",
     ]
     if shm_prefix:  # several servers on one machine must not clobber each other's /dev/shm regions
