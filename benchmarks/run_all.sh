@@ -30,5 +30,7 @@ photo=$(ls ../shared/datasets/highres/Kleiber*.jpg)
 .venv/bin/python -m hyperthumbnail.benchmarks.bigphoto "$photo" --size 6028x3391 --work build/bigphoto20 \
     --out benchmarks/results/bigphoto_20mp.json
 .venv/bin/hyperthumbnail bench scaleout   # 1 vs 2 replicas behind nginx (docs/scaleout.md)
+.venv/bin/hyperthumbnail bench soak --minutes 60 --replicas 2   # an hour of mixed traffic (memory, faults)
+.venv/bin/python deploy/chart_sizing.py   # the chart's memory from soak.json (docs/kubernetes.md)
 .venv/bin/hyperthumbnail bench perf-engines   # builtin vs perf_analyzer, 8 cases, ~24 min on 2 idle cores
 make viewer && .venv/bin/hyperthumbnail viewer bench --repeat 2   # the browser viewer in headless Chromium (docs/viewer.md)
