@@ -100,7 +100,7 @@ class InProcessEncode(Stage):
         with timer("qpm"):
             quantized, tables = g.quantize(coef)
         with timer("entropy_coding"):
-            return steps.encode_thumbnail(quantized, tables, hr_size, self.p.scale)
+            return steps.encode_thumbnail(quantized, tables, hr_size, self.p.scale, self.p.model_id)
 
     def finish(self, output: bytes) -> None:
         (self.out / "thumbnail.jpg").write_bytes(output)
@@ -119,7 +119,7 @@ class InProcessDecode(Stage):
 
     def once(self, timer: StepTimer) -> np.ndarray:
         with timer("entropy_coding"):
-            quantized, tables, hr_size = steps.decode_thumbnail(self.data, self.p.scale)
+            quantized, tables, hr_size = steps.decode_thumbnail(self.data, self.p.scale, served_models=self.p.served_models)
         with timer("decoder"):  # features + tiled body, ends in uint8
             image = self.p.graph_set.reconstruct(quantized, tables)
         with timer("postprocess"):
