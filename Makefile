@@ -71,6 +71,7 @@ $(CHECKOV):
 # The chart's tritonserver flags, health/metrics paths and model names come from the package.
 chart-sync: setup
 	$(PY) deploy/chart_sync.py
+	$(PY) deploy/chart_sizing.py
 
 # Container images (needs Docker; not run by CI, which has none): see docs/kubernetes.md.
 IMAGE_TAG ?= $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' deploy/helm/hyperthumbnail/Chart.yaml)
