@@ -318,28 +318,10 @@ def _thirds(samples: list[list[float]], end: float) -> dict:
             "bound_bytes": int(bound), "levels_off": max(last) <= bound}
 
 
-def queue_by_minute(replica_samples: list) -> list[list[float]]:
-    """[[minute, mean seconds a request waited in Triton's queues], ...] from the replicas' cumulative
-    counters (`nv_inference_queue_duration_us` of the steps over top-level requests), per minute of
-    the run; a restarted replica (new pid) starts its counters again."""
-    queue: dict[int, list[float]] = {}
-    last: dict[int, tuple[int, float, float]] = {}
-    for t, replicas in replica_samples:
-        for port, pid, *_, queue_us, requests in replicas:
-            if queue_us is None or requests is None:
-                continue
-            before = last.get(port)
-            last[port] = (pid, queue_us, requests)
-            if before is None or before[0] != pid or requests < before[2]:
-                continue
-            bucket = queue.setdefault(int(t // 60), [0.0, 0.0])
-            bucket[0] += queue_us - before[1]
-            bucket[1] += requests - before[2]
-    return [[minute, round(us / n / 1e6, 3)] for minute, (us, n) in sorted(queue.items()) if n > 0]
-
-
 def summarize(args, pool, outcomes: list[Outcome], samples: list[dict], faults: list[dict], end: float,
               left: dict) -> dict:
+    from .soak_probe import queue_by_minute
+
     errors = [o for o in outcomes if o.error]
     by_class: dict[str, dict[str, list[float]]] = {}
     for o in outcomes:

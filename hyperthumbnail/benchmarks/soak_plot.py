@@ -47,7 +47,7 @@ def plot_soak(record: dict, path: Path) -> None:
                     label="error")
     queue = record.get("queue_seconds_per_request_by_minute")
     if queue is None:  # a record written before the field existed: the same from its samples
-        from .soak import queue_by_minute
+        from .soak_probe import queue_by_minute
 
         queue = queue_by_minute([[t, [[r[0], r[1], r[6], r[7]] for r in rs]] for t, rs in record["replica_samples"]])
     if queue:

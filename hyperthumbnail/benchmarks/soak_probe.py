@@ -183,3 +183,23 @@ class Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def queue_by_minute(replica_samples: list) -> list[list[float]]:
+    """[[minute, mean seconds a request waited in Triton's queues], ...] from the replicas' cumulative
+    counters (`nv_inference_queue_duration_us` of the steps over top-level requests), per minute of
+    the run; a restarted replica (new pid) starts its counters again."""
+    queue: dict[int, list[float]] = {}
+    last: dict[int, tuple[int, float, float]] = {}
+    for t, replicas in replica_samples:
+        for port, pid, *_, queue_us, requests in replicas:
+            if queue_us is None or requests is None:
+                continue
+            before = last.get(port)
+            last[port] = (pid, queue_us, requests)
+            if before is None or before[0] != pid or requests < before[2]:
+                continue
+            bucket = queue.setdefault(int(t // 60), [0.0, 0.0])
+            bucket[0] += queue_us - before[1]
+            bucket[1] += requests - before[2]
+    return [[minute, round(us / n / 1e6, 3)] for minute, (us, n) in sorted(queue.items()) if n > 0]
