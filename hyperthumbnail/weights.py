@@ -43,19 +43,17 @@ def encoder_fingerprint(weights: str | Path | HyperThumbnail) -> str:
     """SHA-256 of the encoder's and QPM's tensors as fp16 (as shipped): what makes the thumbnails.
     Weights that share an encoder share it (a decoder-only run's checkpoints and exports, v3 and
     v3.1). A .safetensors file is read with numpy, without torch."""
-    if not isinstance(weights, (str, Path)):  # a model instance
-        state = {k: v.detach().half().numpy() for k, v in weights.state_dict().items()}
-    elif Path(weights).suffix == ".pt":
-        state = {k: v.detach().half().numpy() for k, v in load_checkpoint_model(Path(weights)).state_dict().items()}
-    else:
+    if isinstance(weights, (str, Path)) and Path(weights).suffix != ".pt":
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="numpy") as f:
             state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(_ENCODER_PREFIXES)}
+    else:  # a model instance or a training checkpoint
+        model = load_checkpoint_model(Path(weights)) if isinstance(weights, (str, Path)) else weights
+        state = {k: v.detach().half().numpy() for k, v in model.state_dict().items() if k.startswith(_ENCODER_PREFIXES)}
     digest = hashlib.sha256()
     for name, tensor in sorted(state.items()):
-        if name.startswith(_ENCODER_PREFIXES):
-            digest.update(name.encode() + tensor.astype("float16").tobytes())
+        digest.update(name.encode() + tensor.astype("float16").tobytes())
     return digest.hexdigest()
 
 
