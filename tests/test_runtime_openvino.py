@@ -171,7 +171,7 @@ def test_graph_set_encodes_and_decodes_tiled_like_untiled(graphs, runtime, monke
     image = pad_to_multiple(photo_like(1000, 690, seed=1), 32)  # 32x22 blocks
     results = []
     for tile_pixels in (None, 640 * 640):  # the smallest tile that holds the encoder's margin
-        g = Graphs(graphs, 4, runtime, tile_pixels=tile_pixels)
+        g = Graphs(graphs, 4, runtime, tile_pixels=tile_pixels, body_whole_pixels=0)
         assert set(g.precisions.values()) == {"f32"} and runtime in g.describe()
         coefficients = g.coefficients(image)
         quantized, tables = g.quantize(coefficients)

@@ -286,3 +286,21 @@ def test_runtime_memory_is_released_only_after_tiled_runs():
         encode_tiled(lambda image: np.zeros((1, 3, 64, image.shape[2] // 32, image.shape[3] // 32), np.float32),
                      padded, SCALE, tile_pixels, release=lambda: calls.append("encoder"))
         assert calls == expected
+
+
+def test_decoder_body_runs_whole_up_to_6k_and_in_tiles_above():
+    """`whole_pixels`: one call on the whole features up to that many HR pixels (the paper's 6K by
+    default, 6028x3391 included; its tensors are at LR), tiles of `max_tile_pixels` above (48 MP)."""
+    shapes = []
+
+    def run_body(f):
+        shapes.append(f.shape)
+        return np.zeros((1, f.shape[2] * SCALE, f.shape[3] * SCALE, 3), np.uint8)
+
+    features = np.zeros((27, 8 * 8, 30 * 8), np.float32)  # 8x30 blocks
+    hr_pixels, small_tile = 8 * 30 * (8 * SCALE) ** 2, 8 * 20 * (8 * SCALE) ** 2  # 2 tiles of 8x20 blocks
+    for whole_pixels, calls in ((hr_pixels, 1), (hr_pixels - 1, 2), (0, 2)):
+        shapes.clear()
+        image = decode_body_tiled(run_body, features, SCALE, small_tile, whole_pixels)
+        assert len(shapes) == calls and image.shape == (8 * 8 * SCALE, 30 * 8 * SCALE, 3)
+    assert 6048 * 3392 <= tiling.DEFAULT_BODY_WHOLE_PIXELS < 8192 * 6144  # 6028x3391 padded; 48 MP

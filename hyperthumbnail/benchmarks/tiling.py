@@ -46,6 +46,7 @@ def measure_photo(whole, tiled, image: np.ndarray) -> dict:
     """One photo through `whole` (untiled) and `tiled` graph sets of the same runtime and precision."""
     padded, (width, height) = pad_photo(image, whole.scale)
     tiled.tile_pixels = tile_pixels_for(width, height, whole.scale)
+    tiled.body_whole_pixels = 0  # the body in those tiles too
     raw_whole, raw_tiled = whole.coefficients(padded), tiled.coefficients(padded)
     (q_whole, t_whole), (q_tiled, t_tiled) = whole.quantize(raw_whole), whole.quantize(raw_tiled)
     moved = np.abs(q_tiled.astype(np.int64) - q_whole)

@@ -8,7 +8,7 @@ on the same machine (the encoder's float rounding decides the coefficients: the 
 precision must match too).
 
 Graphs: encoder (tiled), qpm (image-wide), decoder_features (block resolution; tiled above
-`DEFAULT_FEATURE_TILE_BLOCKS`), decoder_body (tiled, ends in uint8 HWC). See `tiling` for why each is or is not tiled.
+`DEFAULT_FEATURE_TILE_BLOCKS`), decoder_body (whole up to `DEFAULT_BODY_WHOLE_PIXELS`, tiled above; ends in uint8 HWC). See `tiling` for why each is or is not tiled.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..weights import file_sha256
 from .onnx import OnnxRunner
 from .openvino import cpu_has_native_bf16
 from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions, graph_runtime, make_runner
-from .tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
+from .tiling import DEFAULT_BODY_WHOLE_PIXELS, DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "export_graphs", "graph_cache_dir",
            "graph_precisions", "load_onnx_graphs", "make_runner", "run_decoder", "run_encoder"]
@@ -37,12 +37,13 @@ def run_encoder(encoder, padded: np.ndarray, scale: int, tile_pixels: int | None
 
 
 def run_decoder(features, body, quantized: np.ndarray, tables: np.ndarray, scale: int, tile_pixels: int | None,
-                feature_tile_blocks: int | None) -> np.ndarray:
+                feature_tile_blocks: int | None, body_whole_pixels: int = DEFAULT_BODY_WHOLE_PIXELS) -> np.ndarray:
     """The decoder graphs' runners on one thumbnail's quantized coefficients + tables -> padded HR
     uint8 (tiling.decode_tiled). The in-process pipeline and the served decoder both run this."""
     return decode_tiled(lambda q, t: features.run({"quantized": q, "tables": t})["features"],
                         lambda f: body.run({"features": f})["image"], quantized, tables, scale,
-                        tile_pixels, feature_tile_blocks, features.release_memory, body.release_memory)
+                        tile_pixels, feature_tile_blocks, features.release_memory, body.release_memory,
+                        body_whole_pixels)
 
 
 def export_code_hash() -> str:
@@ -111,13 +112,15 @@ class Graphs:
 
     def __init__(self, graph_dir: str | Path, scale: int, runtime: str = "openvino", precision: str = "auto",
                  threads: int = 0, tile_pixels: int | None = DEFAULT_TILE_PIXELS,
-                 feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS):
+                 feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS,
+                 body_whole_pixels: int = DEFAULT_BODY_WHOLE_PIXELS):
         self.dir = Path(graph_dir)
         self.scale = int(scale)
         self.runtime = runtime
         self.precisions = graph_precisions(runtime, precision)
         self.tile_pixels = tile_pixels
         self.feature_tile_blocks = feature_tile_blocks
+        self.body_whole_pixels = body_whole_pixels
         for name in GRAPH_FILES:
             if not (self.dir / f"{name}.onnx").is_file():
                 raise FileNotFoundError(f"graph not found: {self.dir / f'{name}.onnx'}")
@@ -152,7 +155,7 @@ class Graphs:
     def reconstruct(self, quantized: np.ndarray, tables: np.ndarray) -> np.ndarray:
         """Quantized coefficients + tables -> padded HR uint8 (8hs, 8ws, 3) (tiled)."""
         return run_decoder(self.runners["decoder_features"], self.runners["decoder_body"], quantized, tables,
-                           self.scale, self.tile_pixels, self.feature_tile_blocks)
+                           self.scale, self.tile_pixels, self.feature_tile_blocks, self.body_whole_pixels)
 
 
 def export_graphs(weights: str | Path | None, out_dir: str | Path, scale: int,

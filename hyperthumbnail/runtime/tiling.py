@@ -10,8 +10,9 @@ tables are image-wide), so it runs once on the whole coefficient array (small: 1
 pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`, at
 block resolution) has a receptive field of 35 blocks, so it runs whole up to
 `DEFAULT_FEATURE_TILE_BLOCKS` blocks (6144x4096, 25.2 MP at scale 4) and in a few large tiles above
-(a 48 MP photo: 4 tiles, 1.74x its compute, itself ~5% of the decoder's MACs); the decoder body runs in tiles
-of `DEFAULT_TILE_PIXELS` with a 5-block margin.
+(a 48 MP photo: 4 tiles, 1.74x its compute, itself ~5% of the decoder's MACs); the decoder body
+runs whole up to `DEFAULT_BODY_WHOLE_PIXELS` (6144x4096 too) and in tiles of `DEFAULT_TILE_PIXELS`
+with a 5-block margin above.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "DECODER_BODY_MARGIN_BLOCKS",
+    "DEFAULT_BODY_WHOLE_PIXELS",
     "DECODER_FEATURES_MARGIN_BLOCKS",
     "DEFAULT_FEATURE_TILE_BLOCKS",
     "DEFAULT_TILE_PIXELS",
@@ -50,6 +52,12 @@ DECODER_FEATURES_MARGIN_BLOCKS = 35
 # Largest tile, in HR pixels including margins: a tile of this size keeps a 20 MP encode under
 # 3 GiB and a decode under 2 GiB peak RSS (docs/benchmarks.md).
 DEFAULT_TILE_PIXELS = 8_000_000
+# The decoder body runs whole on photos of up to this many (padded) HR pixels, 6144x4096, the paper's 6K.
+# Its bicubic skip is folded into its LR tail, so every tensor inside it is at LR but its uint8
+# output: on a 6028x3391 photo, whole vs 8 MP tiles peaks 0.28 GiB higher and takes 0.7x the time
+# (11% fewer blocks, no tile copies). Above it the tiles keep a 48 MP decode under 2 GiB
+# (docs/benchmarks.md, "Decoder body: whole up to 6K").
+DEFAULT_BODY_WHOLE_PIXELS = 6144 * 4096
 # Largest decoder_features tile, in blocks including margins. The graph peaks at ~35 KiB per
 # block (its 1536-channel tail before the pixel shuffle; measured with OpenVINO f32), and the
 # runtimes keep most of that allocated after the call (OpenVINO's buffers, ONNX Runtime's arena):
@@ -163,16 +171,18 @@ def encode_tiled(run_encoder: Callable[[np.ndarray], np.ndarray], padded: np.nda
 
 
 def decode_body_tiled(run_body: Callable[[np.ndarray], np.ndarray], features: np.ndarray, scale: int,
-                      max_tile_pixels: int | None = DEFAULT_TILE_PIXELS) -> np.ndarray:
-    """Decoder features (C, 8h, 8w) float32 -> HR uint8 (8hs, 8ws, 3).
+                      max_tile_pixels: int | None = DEFAULT_TILE_PIXELS, whole_pixels: int = 0) -> np.ndarray:
+    """Decoder features (C, 8h, 8w) float32 -> HR uint8 (8hs, 8ws, 3): whole when the HR image has
+    at most `whole_pixels` pixels or `max_tile_pixels` is None, otherwise in tiles of at most that.
 
     `run_body`: (1, C, h', w') -> (1, h'*s, w'*s, 3) uint8.
     """
     rows, cols = features.shape[1] // 8, features.shape[2] // 8
     unit = 8 * scale  # HR pixels per block
-    max_area = None if max_tile_pixels is None else max(1, max_tile_pixels // (unit * unit))
+    if max_tile_pixels is None or rows * cols * unit * unit <= whole_pixels:
+        return run_body(features[None])[0]  # the graph's own output, not a copy of it (61 MB at 6K)
     out = np.empty((rows * unit, cols * unit, 3), dtype=np.uint8)
-    for tile in plan_tiles(rows, cols, DECODER_BODY_MARGIN_BLOCKS, max_area):
+    for tile in plan_tiles(rows, cols, DECODER_BODY_MARGIN_BLOCKS, max(1, max_tile_pixels // (unit * unit))):
         ey, ex = tile.extent
         crop = np.ascontiguousarray(features[None, :, ey.start * 8:ey.stop * 8, ex.start * 8:ex.stop * 8])
         image = run_body(crop)[0]
@@ -213,7 +223,8 @@ def decode_tiled(run_features: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  scale: int, max_tile_pixels: int | None = DEFAULT_TILE_PIXELS,
                  max_feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS,
                  release_features: Callable[[], None] | None = None,
-                 release_body: Callable[[], None] | None = None) -> np.ndarray:
+                 release_body: Callable[[], None] | None = None,
+                 body_whole_pixels: int = DEFAULT_BODY_WHOLE_PIXELS) -> np.ndarray:
     """Quantized coefficients (3, 64, h, w) + tables (2, 64) -> padded HR uint8 (8hs, 8ws, 3): the
     decoder's two graphs, each tiled as its own receptive field allows (the in-process pipeline
     and the served decoder both decode through here).
@@ -221,13 +232,13 @@ def decode_tiled(run_features: Callable[[np.ndarray, np.ndarray], np.ndarray],
     `release_features`: called between the two graphs when the features ran in tiles (a large
     photo), so the features runtime's retained buffers do not stay allocated under the body's;
     `release_body` after the body then, so a long-lived process (the server) does not keep them
-    for the largest photo it saw.
+    for the largest photo it saw. `body_whole_pixels`: see `decode_body_tiled`'s `whole_pixels`.
     """
     features = decode_features_tiled(run_features, quantized, tables, max_feature_tile_blocks)
     large = len(plan_tiles(*quantized.shape[2:], DECODER_FEATURES_MARGIN_BLOCKS, max_feature_tile_blocks)) > 1
     if large and release_features is not None:
         release_features()
-    image = decode_body_tiled(run_body, features, scale, max_tile_pixels)
+    image = decode_body_tiled(run_body, features, scale, max_tile_pixels, body_whole_pixels)
     if large and release_body is not None:
         release_body()
     return image

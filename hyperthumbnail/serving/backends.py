@@ -24,7 +24,7 @@ from ..metrics import bpp
 from ..ratecontrol import search_analyzed
 from ..runtime.graphs import run_decoder, run_encoder
 from ..runtime.select import EXACT_GRAPHS, graph_precisions, graph_runtime, make_runner
-from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS
+from ..runtime.tiling import DEFAULT_BODY_WHOLE_PIXELS, DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
@@ -269,8 +269,8 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
 
 class DecoderModel(_PythonModel):
     """quantized + tables + HR_SIZE -> IMAGE uint8 (B, H, W, 3): `1/decoder_features.onnx` (whole up
-    to `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` in tiles of
-    `tile_pixels` (`runtime.graphs.run_decoder`, as the in-process pipeline), one image at a time
+    to `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` whole up to
+    `body_whole_pixels` HR pixels, in tiles of `tile_pixels` above (`runtime.graphs.run_decoder`, as the in-process pipeline), one image at a time
     (a 48 MP image's memory is the tiles', whatever the batch), each cropped to its HR size here so
     the image leaves the stub once, at its own size."""
 
@@ -280,6 +280,7 @@ class DecoderModel(_PythonModel):
         self.scale = self.param_int("scale", 4)
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
         self.feature_tile_blocks = self.param_int("feature_tile_blocks", DEFAULT_FEATURE_TILE_BLOCKS) or None
+        self.body_whole_pixels = self.param_int("body_whole_pixels", DEFAULT_BODY_WHOLE_PIXELS)
 
     def release(self) -> None:
         """OpenVINO keeps a call's buffers for the next one (the tiled path already gives them back):
@@ -291,7 +292,8 @@ class DecoderModel(_PythonModel):
         if not len(inputs["quantized"]) == len(inputs["tables"]) == len(inputs["HR_SIZE"]):
             raise steps.StepError("quantized, tables and HR_SIZE differ in batch size")
         images = [steps.crop_image(run_decoder(self.features, self.body, quantized, tables, self.scale,
-                                               self.tile_pixels, self.feature_tile_blocks), hr_size)
+                                               self.tile_pixels, self.feature_tile_blocks, self.body_whole_pixels),
+                                   hr_size)
                   for quantized, tables, hr_size in zip(inputs["quantized"], inputs["tables"], inputs["HR_SIZE"])]
         return {"IMAGE": steps.stack_batch(images, "decoded images")}
 
