@@ -464,3 +464,23 @@ def test_fold_bench_compares_the_two_body_forms(tmp_path):
     assert abs(row["hr_psnr_folded"] - row["hr_psnr_unfolded"]) < 0.05
     assert summary["body_median_ms"]["folded"] > 0 and summary["speedup"] > 0
     assert record["meta"]["body_features_shape"] == [1, 27, 48, 64]
+
+
+def test_versus_runs_a_git_revision_beside_this_checkout(tmp_path):
+    """`bench versus HEAD`: a real worktree of HEAD imported instead of this checkout (checked), the
+    thumbnail made by the revision's CLI, both decodes timed in turn; same code, so same pixels."""
+    from hyperthumbnail.benchmarks.versus import checkout_env, worktree
+
+    with worktree("HEAD") as checkout:
+        assert checkout_env(checkout)["PYTHONPATH"] == str(checkout)
+    assert not checkout.exists()  # the worktree is gone afterwards
+    photo = tmp_path / "photo.png"
+    Image.fromarray(photo_like(256, 192, seed=72)).save(photo)
+    assert cli(["bench", "versus", "HEAD", str(photo), "--rounds", "1", "--work", str(tmp_path / "work"),
+                "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "versus.json").read_text())
+    assert [r["version"] for r in record["runs"]] == ["base", "this"] and record["size"] == [256, 192]
+    assert record["psnr_between_outputs_db"] is None  # identical pixels
+    revisions = record["meta"]["revisions"]
+    assert revisions["this"].startswith(revisions["base"]) and record["speedup_median"] > 0
+    assert (tmp_path / "versus.png").stat().st_size > 0

@@ -32,9 +32,12 @@ print(json.dumps({"wall_s": time.perf_counter() - start, "rc": done.returncode, 
 """
 
 
-def run_cli(args: list[str]) -> dict:
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> dict:
+    """`hyperthumbnail ARGS` in a fresh process (`env`: its environment, default this one's): wall
+    time, peak RSS and the last line it printed."""
     cli = Path(sys.executable).with_name("hyperthumbnail")
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(cli), *args], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(cli), *args], capture_output=True, text=True, check=True,
+                          env=env)
     result = json.loads(done.stdout)
     if result["rc"]:
         raise SystemExit(f"hyperthumbnail {' '.join(args)} failed: {result['stderr']}")

@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|soak`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|soak|versus`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -237,6 +237,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     soak.add_argument("--seed", type=int, default=26)
     soak.add_argument("--out", default="benchmarks/results")
     soak.set_defaults(func=_module_run("soak"))
+
+    versus = bench.add_parser(
+        "versus", help="this checkout's `decode` against a git revision's, alternating, same venv",
+        description="Checks REV out into a temporary git worktree, encodes PHOTO with REV's CLI, then runs "
+        "`hyperthumbnail decode` of that thumbnail from REV and from this checkout in turn (fresh processes, one "
+        "untimed round first), with this interpreter and its packages. Writes versus.json (wall times, the CLI's "
+        "report lines, speed-up, PSNR between the two outputs) and versus.png.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    versus.add_argument("revision", help="git revision to compare against, e.g. c92aa8b")
+    versus.add_argument("photo", help="photo to encode (with REV's CLI) and decode")
+    versus.add_argument("--weights", default=None, help="weights for both (default: each revision's shipped ones)")
+    versus.add_argument("--rounds", type=int, default=3, help="timed rounds, each version once per round")
+    versus.add_argument("--work", default="build/versus", help="folder for the thumbnail and rebuilt photos")
+    versus.add_argument("--out", default="benchmarks/results")
+    versus.set_defaults(func=_module_run("versus"))
 
 
 def _module_run(module_name: str):
