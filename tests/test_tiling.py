@@ -22,7 +22,7 @@ from hyperthumbnail.codec.images import pad_to_multiple
 from hyperthumbnail.codec.steps import encode_thumbnail
 from hyperthumbnail.export.onnx_export import export_graph
 from hyperthumbnail.runtime import tiling
-from hyperthumbnail.runtime.graphs import Graphs
+from hyperthumbnail.runtime.graphs import Graphs, default_body_whole_pixels
 from hyperthumbnail.runtime.onnx import OnnxRunner
 from hyperthumbnail.runtime.openvino import OpenVinoRunner, resolve_precision
 from hyperthumbnail.runtime.tiling import decode_body_tiled, decode_features_tiled, decode_tiled, encode_tiled, plan_tiles
@@ -304,3 +304,6 @@ def test_decoder_body_runs_whole_up_to_6k_and_in_tiles_above():
         image = decode_body_tiled(run_body, features, SCALE, small_tile, whole_pixels)
         assert len(shapes) == calls and image.shape == (8 * 8 * SCALE, 30 * 8 * SCALE, 3)
     assert 6048 * 3392 <= tiling.DEFAULT_BODY_WHOLE_PIXELS < 8192 * 6144  # 6028x3391 padded; 48 MP
+    # OpenVINO runs it whole up to there; ONNX Runtime always in tiles (its f32 arena)
+    assert default_body_whole_pixels("openvino") == tiling.DEFAULT_BODY_WHOLE_PIXELS
+    assert default_body_whole_pixels("onnx") == 0

@@ -11,8 +11,9 @@ pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_
 block resolution) has a receptive field of 35 blocks, so it runs whole up to
 `DEFAULT_FEATURE_TILE_BLOCKS` blocks (6144x4096, 25.2 MP at scale 4) and in a few large tiles above
 (a 48 MP photo: 4 tiles, 1.74x its compute, itself ~5% of the decoder's MACs); the decoder body
-runs whole up to `DEFAULT_BODY_WHOLE_PIXELS` (6144x4096 too) and in tiles of `DEFAULT_TILE_PIXELS`
-with a 5-block margin above.
+runs in tiles of `DEFAULT_TILE_PIXELS` with a 5-block margin, or whole up to
+`DEFAULT_BODY_WHOLE_PIXELS` (6144x4096 too) where its runtime's memory allows
+(`runtime.graphs.default_body_whole_pixels`).
 """
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ def decode_tiled(run_features: Callable[[np.ndarray, np.ndarray], np.ndarray],
                  max_feature_tile_blocks: int | None = DEFAULT_FEATURE_TILE_BLOCKS,
                  release_features: Callable[[], None] | None = None,
                  release_body: Callable[[], None] | None = None,
-                 body_whole_pixels: int = DEFAULT_BODY_WHOLE_PIXELS) -> np.ndarray:
+                 body_whole_pixels: int = 0) -> np.ndarray:
     """Quantized coefficients (3, 64, h, w) + tables (2, 64) -> padded HR uint8 (8hs, 8ws, 3): the
     decoder's two graphs, each tiled as its own receptive field allows (the in-process pipeline
     and the served decoder both decode through here).

@@ -22,9 +22,9 @@ import triton_python_backend_utils as pb_utils
 from ..codec import steps
 from ..metrics import bpp
 from ..ratecontrol import search_analyzed
-from ..runtime.graphs import run_decoder, run_encoder
+from ..runtime.graphs import default_body_whole_pixels, run_decoder, run_encoder
 from ..runtime.select import EXACT_GRAPHS, graph_precisions, graph_runtime, make_runner
-from ..runtime.tiling import DEFAULT_BODY_WHOLE_PIXELS, DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS
+from ..runtime.tiling import DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
@@ -280,7 +280,8 @@ class DecoderModel(_PythonModel):
         self.scale = self.param_int("scale", 4)
         self.tile_pixels = self.param_int("tile_pixels", DEFAULT_TILE_PIXELS) or None
         self.feature_tile_blocks = self.param_int("feature_tile_blocks", DEFAULT_FEATURE_TILE_BLOCKS) or None
-        self.body_whole_pixels = self.param_int("body_whole_pixels", DEFAULT_BODY_WHOLE_PIXELS)
+        self.body_whole_pixels = self.param_int("body_whole_pixels",
+                                                default_body_whole_pixels(self.params.get("runtime") or "openvino"))
 
     def release(self) -> None:
         """OpenVINO keeps a call's buffers for the next one (the tiled path already gives them back):
