@@ -484,3 +484,24 @@ def test_versus_runs_a_git_revision_beside_this_checkout(tmp_path):
     revisions = record["meta"]["revisions"]
     assert revisions["this"].startswith(revisions["base"]) and record["speedup_median"] > 0
     assert (tmp_path / "versus.png").stat().st_size > 0
+
+
+def test_decode_stages_add_up_to_the_product_path(tmp_path):
+    """`bench decode-stages`: every stage timed, the graphs through the pipeline's own runners."""
+    photo = photo_like(320, 224, seed=73)
+    thumbnail = tmp_path / "t.jpg"
+    assert cli(["encode", _save(photo, tmp_path / "p.png"), "-o", str(thumbnail)]) == 0
+    assert cli(["bench", "decode-stages", str(thumbnail), "--repeats", "1", "--threads", "1",
+                "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "decode_stages.json").read_text())
+    stages = record["stages_median_ms"]
+    assert set(stages) == {"read_and_jpeg_entropy_decoding", "decoder_features", "decoder_body",
+                           "body_tiles_and_copies", "crop", "png_write"}
+    assert stages["decoder_body"] > 0 and stages["decoder_features"] > 0 and record["meta"]["body_whole"]
+    assert record["meta"]["photo_size"] == [320, 224] and record["body_operations_ms"]["Convolution"] > 0
+    assert "decoded in" in record["cli"]["report"]
+
+
+def _save(image: np.ndarray, path: Path) -> str:
+    Image.fromarray(image).save(path)
+    return str(path)

@@ -1,4 +1,4 @@
-"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|soak|versus`:
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|soak|versus|decode-stages`:
 the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -252,6 +252,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     versus.add_argument("--work", default="build/versus", help="folder for the thumbnail and rebuilt photos")
     versus.add_argument("--out", default="benchmarks/results")
     versus.set_defaults(func=_module_run("versus"))
+
+    stages = bench.add_parser(
+        "decode-stages", help="where a CLI decode's time goes: JPEG, coefficient branch, body, crop, PNG, start",
+        description="Times the steps `hyperthumbnail decode` takes on THUMBNAIL in one process (the product's code "
+        "path, its two decoder graphs wrapped in timers; --repeats runs after an untimed one), splits the body by "
+        "OpenVINO's per-operation counters, and runs the CLI once in a fresh process for its start, loading and "
+        "exit. Writes decode_stages.json.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    stages.add_argument("thumbnail", help="a HyperThumbnail .jpg")
+    stages.add_argument("--weights", default=None, help="default: the shipped 4x weights")
+    stages.add_argument("--repeats", type=int, default=3, help="timed runs (median reported)")
+    stages.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    stages.add_argument("--out", default="benchmarks/results")
+    stages.set_defaults(func=_module_run("decode_stages"))
 
 
 def _module_run(module_name: str):
