@@ -28,8 +28,8 @@ from pathlib import Path
 
 from ..codec.images import load_image
 from ..metrics import psnr
-from .cli_runtimes import run_cli
 from ..weights import file_sha256
+from .cli_runtimes import run_cli
 from .machine import machine_info, utc_now
 
 ROOT = Path(__file__).resolve().parents[2]

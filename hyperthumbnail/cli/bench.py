@@ -1,5 +1,6 @@
-"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|soak|versus|decode-stages`:
-the benchmarks, each one command writing its results (JSON, CSV, PNG) into benchmarks/results/ by default."""
+"""`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|
+soak|versus|decode-stages`: the benchmarks, each one command writing its results (JSON, CSV, PNG) into
+benchmarks/results/ by default."""
 from __future__ import annotations
 
 import argparse

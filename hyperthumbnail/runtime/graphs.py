@@ -8,7 +8,8 @@ on the same machine (the encoder's float rounding decides the coefficients: the 
 precision must match too).
 
 Graphs: encoder (tiled), qpm (image-wide), decoder_features (block resolution; tiled above
-`DEFAULT_FEATURE_TILE_BLOCKS`), decoder_body (whole up to `default_body_whole_pixels`, tiled above; ends in uint8 HWC). See `tiling` for why each is or is not tiled.
+`DEFAULT_FEATURE_TILE_BLOCKS`), decoder_body (whole up to `default_body_whole_pixels`, tiled above;
+ends in uint8 HWC). See `tiling` for why each is or is not tiled.
 """
 from __future__ import annotations
 

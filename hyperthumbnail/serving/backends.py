@@ -270,9 +270,10 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
 class DecoderModel(_PythonModel):
     """quantized + tables + HR_SIZE -> IMAGE uint8 (B, H, W, 3): `1/decoder_features.onnx` (whole up
     to `feature_tile_blocks` blocks, in tiles above), `1/decoder_body.onnx` whole up to
-    `body_whole_pixels` HR pixels, in tiles of `tile_pixels` above (`runtime.graphs.run_decoder`, as the in-process pipeline), one image at a time
-    (a 48 MP image's memory is the tiles', whatever the batch), each cropped to its HR size here so
-    the image leaves the stub once, at its own size."""
+    `body_whole_pixels` HR pixels (default: the runtime's), in tiles of `tile_pixels` above
+    (`runtime.graphs.run_decoder`, as the in-process pipeline), one image at a time (a 48 MP image's
+    memory is the tiles', whatever the batch), each cropped to its HR size here so the image leaves
+    the stub once, at its own size."""
 
     def setup(self) -> None:
         self.features = graph_runner(self, self.graph_file("decoder_features.onnx"), "decoder_features")
