@@ -27,8 +27,7 @@ from .select import GRAPH_FILES, PREFERRED_PRECISION, RUNTIMES, graph_precisions
 from .tiling import DEFAULT_BODY_WHOLE_PIXELS, DEFAULT_FEATURE_TILE_BLOCKS, DEFAULT_TILE_PIXELS, decode_tiled, encode_tiled
 
 __all__ = ["GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Graphs", "default_body_whole_pixels", "export_graphs",
-           "graph_cache_dir",
-           "graph_precisions", "load_onnx_graphs", "make_runner", "run_decoder", "run_encoder"]
+           "graph_cache_dir", "graph_precisions", "load_onnx_graphs", "make_runner", "run_decoder", "run_encoder"]
 
 
 def run_encoder(encoder, padded: np.ndarray, scale: int, tile_pixels: int | None) -> np.ndarray:
