@@ -1,5 +1,5 @@
 """`hyperthumbnail bench rd|crops|speed|rd-curve|optimize|rate-proxy|scaleout|perf-engines|model-analyzer|tiling|fold|
-soak|versus|decode-stages`: the benchmarks, each one command writing its results (JSON, CSV, PNG) into
+soak|versus|decode-stages|decoder-width`: the benchmarks, each one command writing its results (JSON, CSV, PNG) into
 benchmarks/results/ by default."""
 from __future__ import annotations
 
@@ -266,6 +266,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     stages.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     stages.add_argument("--out", default="benchmarks/results")
     stages.set_defaults(func=_module_run("decode_stages"))
+
+    width = bench.add_parser(
+        "decoder-width", help="the decoder body's time at 6K for several widths (random weights), alternating",
+        description="Exports the folded, uint8 decoder_body of random models with each --widths decoder_feats and "
+        "times them with the default runtime and precision on the features of a --resolution photo, alternating. "
+        "Writes decoder_width.json (issue #24: widen only where it is no slower).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    width.add_argument("--widths", default="24,32,40", help="comma-separated decoder_feats; ratios are to the first")
+    width.add_argument("--resolution", default="6k", help="1080p, 4k, 6k or WxH")
+    width.add_argument("--repeats", type=int, default=3, help="timed runs of each body")
+    width.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    width.add_argument("--out", default="benchmarks/results")
+    width.set_defaults(func=_module_run("decoder_width"))
 
 
 def _module_run(module_name: str):
