@@ -26,6 +26,10 @@ git show 7e8e3f1:hyperthumbnail/weights/hyperthumbnail_x4.safetensors > build/hy
 photo=$(ls ../shared/datasets/highres/Kleiber*.jpg)
 .venv/bin/python -m hyperthumbnail.benchmarks.cli_runtimes "$photo" --repeats 3 --work build/cli_runtimes \
     --out benchmarks/results/cli_runtimes.json
+git show c31f025:hyperthumbnail/weights/hyperthumbnail_x4.safetensors > build/v3_x4.safetensors
+.venv/bin/hyperthumbnail bench versus c92aa8b "$photo" --weights build/v3_x4.safetensors   # #28: decode vs the code of 2026-11-30
+.venv/bin/hyperthumbnail bench decode-stages build/versus/thumbnail.jpg   # where a 6K decode's time goes
+.venv/bin/hyperthumbnail bench decoder-width   # 24/32/40-wide decoder bodies at 6K (#24)
 .venv/bin/python -m hyperthumbnail.benchmarks.bigphoto "$photo" --work build/bigphoto --out benchmarks/results/bigphoto.json
 .venv/bin/python -m hyperthumbnail.benchmarks.bigphoto "$photo" --size 6028x3391 --work build/bigphoto20 \
     --out benchmarks/results/bigphoto_20mp.json
