@@ -37,7 +37,10 @@ VERSIONS = ("base", "this")
 
 
 def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    if done.returncode:  # e.g. an unknown revision: git's own words, on one line
+        raise ValueError(f"git {' '.join(args)}: {done.stderr.strip().splitlines()[0] if done.stderr.strip() else 'failed'}")
+    return done.stdout.strip()
 
 
 @contextmanager
@@ -53,7 +56,7 @@ def worktree(revision: str):
 
 
 def checkout_env(checkout: Path | None) -> dict[str, str] | None:
-    """The environment that makes `python -m hyperthumbnail` import `checkout`'s package (None: this one's)."""
+    """The environment that makes the `hyperthumbnail` command import `checkout`'s package (None: this one's)."""
     if checkout is None:
         return None
     env = dict(os.environ, PYTHONPATH=str(checkout))
