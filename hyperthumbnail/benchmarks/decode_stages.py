@@ -74,6 +74,8 @@ def body_operations(graph: Path, features, precision: str, threads: int) -> dict
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise ValueError("--repeats must be at least 1")
     weights = Path(args.weights) if args.weights else default_weights_path(4)
     pipeline = Pipeline(weights, threads=args.threads)
     if pipeline.runtime != "openvino":

@@ -43,6 +43,8 @@ def export_body(width: int, path: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.repeats < 1:
+        raise ValueError("--repeats must be at least 1")
     widths = [int(w) for w in args.widths.split(",")]
     width, height = parse_resolution(args.resolution)
     precision = graph_precisions("openvino", "auto", names=("decoder_body",))["decoder_body"]

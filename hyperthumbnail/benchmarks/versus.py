@@ -69,6 +69,8 @@ def checkout_env(checkout: Path | None) -> dict[str, str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.rounds < 1:
+        raise ValueError("--rounds must be at least 1")
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     weights = [] if args.weights is None else ["--weights", str(Path(args.weights).resolve())]
