@@ -32,7 +32,8 @@ from hyperthumbnail.viewer import VIEWER_SOURCE, build_viewer, check_thumbnail
 from hyperthumbnail.viewer.check import DEFAULT_CHROMIUM, run_page
 
 ROOT = Path(__file__).resolve().parents[1]
-KODAK = ROOT.parent / "shared" / "datasets" / "kodak" / "kodim23.png"
+# A Kodak-sized (768x512) crop of a shipped photo: the evaluation sets live outside the repository.
+PHOTO = ROOT / "samples" / "photos" / "maple.jpg"
 NODE = shutil.which("node")
 
 
@@ -49,13 +50,13 @@ def viewer_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def kodak_thumbnail(tmp_path_factory) -> tuple[Path, np.ndarray]:
-    """A Kodak photo's thumbnail made by the in-process encoder, and the in-process decode of it."""
+def photo_thumbnail(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A 768x512 photo's thumbnail made by the in-process encoder, and the in-process decode of it."""
     from hyperthumbnail.pipeline import Pipeline
 
     pipeline = Pipeline()
-    photo = np.asarray(Image.open(KODAK).convert("RGB"))
-    path = tmp_path_factory.mktemp("viewer") / "kodim23.jpg"
+    photo = np.asarray(Image.open(PHOTO).convert("RGB"))[:512, :768]
+    path = tmp_path_factory.mktemp("viewer") / "photo.jpg"
     path.write_bytes(pipeline.encode(photo))
     return path, pipeline.decode(path.read_bytes())
 
@@ -107,10 +108,10 @@ def _assert_same_coefficients(js: dict, path: Path, **kwargs) -> None:
     assert np.array_equal(np.array(js["tables"]).reshape(2, 64), py.tables)
 
 
-def test_the_js_reader_reads_what_libjpeg_reads(kodak_thumbnail, tmp_path):
+def test_the_js_reader_reads_what_libjpeg_reads(photo_thumbnail, tmp_path):
     """Coefficients and tables equal the Python reader's (libjpeg via jpeglib) for format versions 2
     and 1, and for the stripped thumbnail with restart markers that jpegtran makes, given the scale."""
-    path, _ = kodak_thumbnail
+    path, _ = photo_thumbnail
     served = read_thumbnail(path.read_bytes()).model_id
     js = _read_js(path, modelIds=[served])
     _assert_same_coefficients(js, path)
@@ -130,8 +131,8 @@ def test_the_js_reader_reads_what_libjpeg_reads(kodak_thumbnail, tmp_path):
     _assert_same_coefficients(js, stripped, scale=4, hr_size=(768, 512))
 
 
-def test_the_js_reader_refuses_what_the_cli_refuses(kodak_thumbnail, tmp_path):
-    path, _ = kodak_thumbnail
+def test_the_js_reader_refuses_what_the_cli_refuses(photo_thumbnail, tmp_path):
+    path, _ = photo_thumbnail
     data = path.read_bytes()
     cases = {
         "checksum mismatch": data[:-200] + bytes([data[-200] ^ 1]) + data[-199:],
@@ -173,10 +174,10 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
-def test_chromium_restores_a_kodak_thumbnail_like_the_cli(viewer_dir, kodak_thumbnail, tmp_path):
+def test_chromium_restores_a_768x512_thumbnail_like_the_cli(viewer_dir, photo_thumbnail, tmp_path):
     """`viewer check`: the page's own PNG download has the original size and agrees with the
     in-process decode (OpenVINO, bf16 body) at >= 45 dB; result.json names the backend and time."""
-    path, cli = kodak_thumbnail
+    path, cli = photo_thumbnail
     result = check_thumbnail(path, tmp_path, viewer_dir=viewer_dir, timeout_s=240)
     assert result.ok, result.page
     restored = np.asarray(Image.open(result.png).convert("RGB"))
@@ -195,14 +196,14 @@ def _free_port() -> int:
 
 
 def test_a_plain_static_server_restores_single_threaded_and_a_foreign_jpeg_gets_the_message(
-        viewer_dir, kodak_thumbnail, tmp_path):
+        viewer_dir, photo_thumbnail, tmp_path):
     """The folder as any static host serves it (no COOP/COEP): the page falls back to one WASM
     thread, opens `?src=`, restores (a stripped thumbnail too, given its scale and size), and says
     why an ordinary photo dropped on it is not a HyperThumbnail."""
-    path, cli = kodak_thumbnail
+    path, cli = photo_thumbnail
     site = tmp_path / "site"
     shutil.copytree(viewer_dir, site, symlinks=False)
-    shutil.copy(path, site / "kodim23.jpg")
+    shutil.copy(path, site / "photo.jpg")
     shutil.copy(ROOT / "samples" / "photos" / "pier.jpg", site / "camera.jpg")
     subprocess.run(["jpegtran", "-copy", "none", "-outfile", str(site / "stripped.jpg"), str(path)], check=True)
     port = _free_port()
@@ -221,7 +222,7 @@ def test_a_plain_static_server_restores_single_threaded_and_a_foreign_jpeg_gets_
         assert "not a HyperThumbnail" in page["shown_message"] and "hyperthumbnail encode" in page["shown_message"]
         assert page.get("stripped") is True  # the page offers the scale and size fields
 
-        page, _ = run_page(base + "?src=kodim23.jpg&backend=wasm", tmp_path, timeout_s=240)
+        page, _ = run_page(base + "?src=photo.jpg&backend=wasm", tmp_path, timeout_s=240)
         assert page["state"] == "done", page
         assert page["threads"] == 1 and page["cross_origin_isolated"] is False
         restored = np.asarray(Image.open(page["download_path"]).convert("RGB"))
@@ -336,11 +337,11 @@ console.log(JSON.stringify(outcomes));
 """
 
 
-def test_damaged_files_get_a_message_never_an_exception(kodak_thumbnail, tmp_path):
+def test_damaged_files_get_a_message_never_an_exception(photo_thumbnail, tmp_path):
     """400 randomly damaged copies (bytes changed in the header or anywhere, some truncated) of a
     thumbnail with its marker and of a stripped one (no CRC: the entropy decoder meets the damage):
     each is read or refused with a ThumbnailError, which the page shows; nothing else escapes."""
-    path, _ = kodak_thumbnail
+    path, _ = photo_thumbnail
     stripped = tmp_path / "stripped.jpg"
     subprocess.run(["jpegtran", "-copy", "none", "-outfile", str(stripped), str(path)], check=True)
     for file, mode in ((path, "marker"), (stripped, "stripped")):
