@@ -20,8 +20,6 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..codec.images import save_image
@@ -30,30 +28,21 @@ from ..pipeline import Pipeline
 from ..weights import default_weights_path, file_sha256
 from .cli_runtimes import run_cli
 from .machine import machine_info, utc_now
+from .speed_worker import StepTimer
 
 
 class _Timed:
-    """A graph runner whose calls add their wall time to `times[name]` (tiles add up)."""
+    """A graph runner whose calls add their wall time to `timer`'s step `name` (tiles add up)."""
 
-    def __init__(self, runner, times: dict[str, float], name: str):
-        self.runner, self.times, self.name = runner, times, name
+    def __init__(self, runner, timer: StepTimer, name: str):
+        self.runner, self.timer, self.name = runner, timer, name
 
     def run(self, feeds: dict) -> dict:
-        start = time.perf_counter()
-        try:
+        with self.timer(self.name):
             return self.runner.run(feeds)
-        finally:
-            self.times[self.name] = self.times.get(self.name, 0.0) + (time.perf_counter() - start) * 1e3
 
     def release_memory(self) -> None:
         self.runner.release_memory()
-
-
-@contextmanager
-def _stage(times: dict[str, float], name: str):
-    start = time.perf_counter()
-    yield
-    times[name] = times.get(name, 0.0) + (time.perf_counter() - start) * 1e3
 
 
 def body_operations(graph: Path, features, precision: str, threads: int) -> dict[str, float]:
@@ -82,25 +71,26 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("decode-stages times the default runtime (OpenVINO)")
     pipeline.load("decode")
     graphs = pipeline.graph_set
-    times: dict[str, float] = {}
+    timer = StepTimer()
     for name in ("decoder_features", "decoder_body"):
-        graphs.runners[name] = _Timed(graphs.runners[name], times, name)
+        graphs.runners[name] = _Timed(graphs.runners[name], timer, name)
     runs = []
     with tempfile.TemporaryDirectory(prefix="hyperthumbnail-stages-") as tmp:
         for repeat in range(args.repeats + 1):  # run 0: untimed, prepares the kernels for this shape
-            times.clear()
-            with _stage(times, "read_and_jpeg_entropy_decoding"):
+            timer.ms.clear()
+            with timer("read_and_jpeg_entropy_decoding"):
                 quantized, tables, hr_size = decode_thumbnail(Path(args.thumbnail).read_bytes(), pipeline.scale,
                                                               served_models=pipeline.served_models)
-            with _stage(times, "decoder_graphs"):
+            with timer("decoder_graphs"):
                 padded = graphs.reconstruct(quantized, tables)
-            with _stage(times, "crop"):
+            with timer("crop"):
                 image = crop_image(padded, hr_size)
-            with _stage(times, "png_write"):
+            with timer("png_write"):
                 save_image(image, Path(tmp) / "decoded.png")
             if repeat:
-                times["body_tiles_and_copies"] = times["decoder_graphs"] - times["decoder_features"] - times["decoder_body"]
-                runs.append({k: round(v, 1) for k, v in times.items()})
+                ms = timer.ms
+                ms["body_tiles_and_copies"] = ms["decoder_graphs"] - ms["decoder_features"] - ms["decoder_body"]
+                runs.append({k: round(v, 1) for k, v in ms.items()})
         features = graphs.runners["decoder_features"].run({"quantized": quantized[None], "tables": tables[None]})["features"]
         whole = padded.shape[0] * padded.shape[1] <= graphs.body_whole_pixels
         operations = body_operations(graphs.dir / "decoder_body.onnx", features, graphs.precisions["decoder_body"],
