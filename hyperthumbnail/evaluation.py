@@ -25,11 +25,14 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.device | str = "cpu") -> dict[str, float]:
+def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.device | str = "cpu",
+                   encoder: HyperThumbnail | None = None) -> dict[str, float]:
+    """`encoder`: another model's encoder and QPM make the thumbnail (older weights' thumbnails
+    rebuilt by `model`'s decoder); by default `model`'s own."""
     height, width = image.shape[:2]
     s = model.scale
     hr = to_tensor(pad_to_multiple(image, model.block)).to(device)
-    q, tables = model.encode(hr)
+    q, tables = (encoder or model).encode(hr)
     jpeg = encode_thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), (width, height), s)
     recon = crop_to(to_uint8(model.decode(q, tables)), width, height)
     thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # what any viewer shows
@@ -42,8 +45,8 @@ def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.devic
 
 
 def evaluate_folder(model: HyperThumbnail, folder: str | Path, device: torch.device | str = "cpu",
-                    limit: int | None = None) -> dict[str, float]:
+                    limit: int | None = None, encoder: HyperThumbnail | None = None) -> dict[str, float]:
     """Means over the images, plus the worst image's thumbnail PSNR (`lr_psnr_worst`)."""
-    rows = [evaluate_image(model, load_image(p), device) for p in list_images(folder)[:limit]]
+    rows = [evaluate_image(model, load_image(p), device, encoder) for p in list_images(folder)[:limit]]
     means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     return {**means, "lr_psnr_worst": float(min(r["lr_psnr"] for r in rows))}

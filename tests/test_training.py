@@ -322,3 +322,52 @@ def test_decoder_only_training_trains_the_decoder_on_the_products_thumbnails(ima
     again = trainer(1)
     again.run()
     assert again.step == 1
+
+
+def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`also_decode`: a second encoder's thumbnails are cached apart and drawn as crops too,
+    validation measures the photo this decoder rebuilds from them, and the exported weights serve
+    both model ids: a thumbnail the older weights made decodes through the new weights."""
+    from hyperthumbnail.cli import main
+    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.pipeline import Pipeline
+    from hyperthumbnail.training.decoder_only import DecoderTrainer, also_cache_dir
+    from hyperthumbnail.training.train import TrainConfig
+    from hyperthumbnail.weights import model_id, save_weights, served_model_ids
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))
+    new, old = tmp_path / "new.safetensors", tmp_path / "old.safetensors"
+    for seed, path in ((4, new), (5, old)):
+        torch.manual_seed(seed)
+        model = HyperThumbnail(ModelConfig(**SMALL))
+        with torch.no_grad():  # a fresh encoder is bicubic whatever the seed: move it off
+            for p in model.encoder.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        save_weights(model, path, {})
+    assert model_id(new) != model_id(old)
+    cache = tmp_path / "cache"
+    cfg = TrainConfig(data=str(image_folder), run_dir=str(tmp_path / "run"), val_data=str(image_folder), val_limit=1,
+                      steps=2, val_every=2, batch=4, crop=64, threads=1, log_every=1, warmup_steps=1, lr=1e-3,
+                      init_weights=str(new), model=ModelConfig(**SMALL))
+    trainer = DecoderTrainer(cfg, str(cache), orientations=1, also_decode=[str(old), str(new)])
+    assert trainer.also_decode == (str(old),) and trainer.also_decodes == (model_id(old),)
+    trainer.run()
+
+    assert json.loads((also_cache_dir(cache, old) / "manifest.json").read_text())["encoder_sha256"].startswith(model_id(old))
+    bank = trainer.prepare(resumed=True)
+    assert bank.encoders == 2
+    own_q, older_q = (t[0][0] for t in bank.items[0]["thumbs"])
+    assert own_q.shape == older_q.shape and not np.array_equal(own_q, older_q)
+    val = (tmp_path / "run" / "val.csv").read_text().splitlines()
+    assert f"psnr_{model_id(old)}" in val[0].split(",") and len(val) == 3  # header, step 2, the final one
+
+    exported = tmp_path / "exported.safetensors"
+    save_weights(trainer.model, exported, {}, also_decodes=trainer.also_decodes)
+    assert served_model_ids(exported) == (model_id(new), model_id(old))
+    photo = np.asarray(Image.open(sorted(image_folder.glob("*.png"))[0]).convert("RGB"))
+    assert Pipeline(exported).decode(Pipeline(old).encode(photo)).shape == photo.shape
+
+    assert main(["train", "--also-decode", str(old), "--run-dir", str(tmp_path / "joint")]) == 1
+    assert "--also-decode needs --decoder-only" in capsys.readouterr().err

@@ -73,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --decoder-only: where the training thumbnails are cached (default: RUN_DIR/../cache-xSCALE)")
     p.add_argument("--orientations", type=int, choices=range(1, 9), default=8, metavar="{1..8}",
                    help="with --decoder-only: orientations of each photo encoded into the cache (rotations x mirror)")
+    p.add_argument("--also-decode", action="append", default=[], metavar="WEIGHTS",
+                   help="with --decoder-only: also train on the thumbnails these older weights' encoder makes "
+                   "(cached in CACHE_DIR-MODELID; repeatable), so thumbnails users already store keep decoding; "
+                   "validation adds psnr_MODELID and the export lists their model ids as served")
     p.add_argument("--mse-weight", type=float, default=0.0,
                    help="with --decoder-only: loss = L1 + this * MSE of the rebuilt photo")
     p.add_argument("--export-weights", default=None, metavar="PATH",
@@ -110,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.init_weights:
             raise CLIError("--decoder-only needs --init-weights (the frozen encoder, e.g. the shipped weights)")
         cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
-        trainer = DecoderTrainer(cfg, cache, args.orientations, args.mse_weight)
+        trainer = DecoderTrainer(cfg, cache, args.orientations, args.mse_weight, args.also_decode)
+    elif args.also_decode:
+        raise CLIError("--also-decode needs --decoder-only (a joint run moves the encoder the cache was made by)")
     else:
         trainer = Trainer(cfg)
     trainer.run()
@@ -122,6 +128,6 @@ def run(args: argparse.Namespace) -> int:
         save_weights(load_checkpoint_model(best), Path(args.export_weights), {
             "checkpoint": best.name,
             "steps": trainer.step, "train_minutes": round(trainer.elapsed / 60, 1), "data": args.data,
-        })
+        }, also_decodes=getattr(trainer, "also_decodes", ()))
         print(f"wrote {args.export_weights}")
     return 0
