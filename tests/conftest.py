@@ -30,6 +30,23 @@ def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+def small_weights(path: Path, seed: int, also_decodes: tuple[str, ...] = ()) -> Path:
+    """A tiny random model saved as weights, its encoder moved off bicubic (a fresh one is bicubic
+    whatever the seed), so that two seeds make two different encoders, thumbnails and model ids."""
+    import torch
+
+    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.weights import save_weights
+
+    torch.manual_seed(seed)
+    model = HyperThumbnail(ModelConfig(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1))
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_weights(model, path, {}, also_decodes=also_decodes)
+    return path
+
+
 def served_runner(repository: Path, model: str, graph: str | None = None):
     """A runner for one of the served repository's graphs, at the runtime and precision its config
     names (as the Python-backend model makes it): the in-process twin of that model."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import photo_like
+from conftest import photo_like, small_weights
 from PIL import Image
 from safetensors import safe_open
 
@@ -33,7 +33,7 @@ from hyperthumbnail.benchmarks.sr_train import main as sr_train
 from hyperthumbnail.cli import main as cli
 from hyperthumbnail.codec.images import bicubic_downscale, load_image, pad_to_multiple
 from hyperthumbnail.metrics import psnr
-from hyperthumbnail.weights import default_weights_path, file_sha256
+from hyperthumbnail.weights import default_weights_path, file_sha256, model_id
 
 METRICS = {"bpp", "psnr", "ssim", "psnr_y", "lr_psnr", "psnr_border2", "psnr_y_basicsr", "lr_psnr_y", "lr_psnr_cbcr"}
 WORST = {"lr_psnr_worst", "lr_psnr_worst_image"}
@@ -104,6 +104,29 @@ def test_rd_hyperthumbnail_matches_the_cli(data_root, tmp_path):
     with open(tmp_path / "out" / "rd.csv") as f:
         summary = next(csv.DictReader(f))
     assert summary["lr_psnr_worst_image"] == results["tiny"]["hyperthumbnail"]["lr_psnr_worst_image"]
+
+
+def test_rd_rebuilds_the_thumbnails_an_older_model_made(data_root, tmp_path, monkeypatch, capsys):
+    """`--thumbnails-by OLD`: OLD's files (bpp, thumbnail) rebuilt by `--weights`' decoder, which
+    must serve OLD's model id; one that does not is refused, naming both."""
+    from hyperthumbnail.pipeline import Pipeline
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))
+    old = small_weights(tmp_path / "old.safetensors", 1)
+    new = small_weights(tmp_path / "new.safetensors", 2, also_decodes=(model_id(old),))
+    results, rows = run_rd(data_root, tmp_path / "out", "hyperthumbnail,bicubic_jpeg", "--weights", str(new),
+                           "--thumbnails-by", str(old))
+    assert results["meta"]["thumbnail_weights"]["model_id"] == model_id(old)
+    row = rows[0]
+    image = load_image(data_root / "tiny" / row["image"])
+    ours = Pipeline(old).encode(image)
+    assert int(row["bytes"]) == len(ours)
+    assert float(row["psnr"]) == pytest.approx(psnr(Pipeline(new).decode(ours), image), abs=1e-3)
+
+    assert cli(["bench", "rd", "--datasets", "tiny", "--data-root", str(data_root), "--methods", "hyperthumbnail",
+                "--weights", str(old), "--thumbnails-by", str(new), "--out", str(tmp_path / "refused")]) == 1
+    err = capsys.readouterr().err
+    assert f"does not serve model {model_id(new)}" in err and model_id(old) in err
 
 
 @pytest.mark.parametrize("method,subsampling", [("bicubic_jpeg", "444"), ("bicubic_jpeg_420", "420")])

@@ -330,22 +330,17 @@ def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder:
     """`also_decode`: a second encoder's thumbnails are cached apart and drawn as crops too,
     validation measures the photo this decoder rebuilds from them, and the exported weights serve
     both model ids: a thumbnail the older weights made decodes through the new weights."""
+    from conftest import small_weights
+
     from hyperthumbnail.cli import main
-    from hyperthumbnail.model import HyperThumbnail, ModelConfig
+    from hyperthumbnail.model import ModelConfig
     from hyperthumbnail.pipeline import Pipeline
     from hyperthumbnail.training.decoder_only import DecoderTrainer, also_cache_dir
     from hyperthumbnail.training.train import TrainConfig
     from hyperthumbnail.weights import model_id, save_weights, served_model_ids
 
     monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))
-    new, old = tmp_path / "new.safetensors", tmp_path / "old.safetensors"
-    for seed, path in ((4, new), (5, old)):
-        torch.manual_seed(seed)
-        model = HyperThumbnail(ModelConfig(**SMALL))
-        with torch.no_grad():  # a fresh encoder is bicubic whatever the seed: move it off
-            for p in model.encoder.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        save_weights(model, path, {})
+    new, old = small_weights(tmp_path / "new.safetensors", 4), small_weights(tmp_path / "old.safetensors", 5)
     assert model_id(new) != model_id(old)
     cache = tmp_path / "cache"
     cfg = TrainConfig(data=str(image_folder), run_dir=str(tmp_path / "run"), val_data=str(image_folder), val_limit=1,

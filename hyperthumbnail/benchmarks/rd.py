@@ -45,6 +45,7 @@ class RDConfig:
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     scale: int = 4                       # which shipped weights (when `weights` is None)
     weights: Path | None = None          # ours; None = shipped for `scale`
+    thumbnail_weights: Path | None = None  # another (older) model makes our thumbnails; `weights` rebuilds them
     runtime: str = "openvino"
     sr_weights: Path | None = None       # None = shipped SR baseline
     out: Path = Path("benchmarks/results")
@@ -90,6 +91,13 @@ class RDBenchmark:
             from ..pipeline import Pipeline
             self.pipeline = Pipeline(self.weights, scale=cfg.scale, runtime=cfg.runtime, threads=cfg.threads)
             self.scale = self.pipeline.scale
+        self.encoder = self.pipeline  # what makes our file
+        if cfg.thumbnail_weights is not None and self.pipeline is not None:
+            from ..pipeline import Pipeline
+            self.encoder = Pipeline(cfg.thumbnail_weights, scale=cfg.scale, runtime=cfg.runtime, threads=cfg.threads)
+            if self.encoder.model_id not in self.pipeline.served_models:
+                raise ValueError(f"{self.weights} does not serve model {self.encoder.model_id} of {cfg.thumbnail_weights} "
+                                 f"(it serves {', '.join(self.pipeline.served_models)})")
         if "sr_baseline" in cfg.methods:
             from .sr_baseline import DEFAULT_SR_WEIGHTS, SRBaseline
             if cfg.threads:
@@ -112,9 +120,9 @@ class RDBenchmark:
         h, w = image.shape[:2]
         rows = []
         ours, encode_s = None, 0.0
-        if self.pipeline is not None:
+        if self.encoder is not None:
             start = time.perf_counter()
-            ours = self.pipeline.encode(image)
+            ours = self.encoder.encode(image)
             encode_s = time.perf_counter() - start
         for method, codec in self.codecs.items():
             start = time.perf_counter()
@@ -159,6 +167,9 @@ class RDBenchmark:
         }
         if self.pipeline is not None:
             meta["weights"] = {"path": str(self.weights), "sha256": file_sha256(self.weights), "runtime": cfg.runtime}
+        if self.encoder is not self.pipeline:
+            meta["thumbnail_weights"] = {"path": str(cfg.thumbnail_weights), "sha256": file_sha256(cfg.thumbnail_weights),
+                                         "model_id": self.encoder.model_id}
         if self.sr is not None:
             card = self.sr.weights.with_suffix(".json")
             meta["sr_baseline"] = {"path": str(self.sr.weights), "sha256": file_sha256(self.sr.weights),

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--scale", type=int, choices=(2, 4), default=4,
                     help="which shipped model; --scale 2 writes rd_x2.* instead of rd.*")
     rd.add_argument("--weights", default=None, help="our weights (.safetensors/.pt); default: shipped for --scale")
+    rd.add_argument("--thumbnails-by", default=None, metavar="WEIGHTS",
+                    help="make our thumbnails with these (older) weights and rebuild them with --weights: how a new "
+                    "decoder serves the thumbnails users already store")
     rd.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino", help="our pipeline's runtime")
     rd.add_argument("--sr-weights", default=None, help="SR baseline weights; default: shipped")
     rd.add_argument("--out", default="benchmarks/results")
@@ -309,10 +312,12 @@ def run_rd(args: argparse.Namespace) -> int:
         args.methods = [m for m in METHODS if args.scale == 4 or m != "sr_baseline"]
     words = ["--datasets", ",".join(args.datasets), "--data-root", args.data_root, "--methods", ",".join(args.methods),
              "--scale", str(args.scale), "--runtime", args.runtime, "--out", args.out]
-    words += _given(("--weights", args.weights), ("--sr-weights", args.sr_weights), ("--limit", args.limit),
-                    ("--threads", args.threads or None))
+    words += _given(("--weights", args.weights), ("--thumbnails-by", args.thumbnails_by), ("--sr-weights", args.sr_weights),
+                    ("--limit", args.limit), ("--threads", args.threads or None))
     cfg = RDConfig(datasets=args.datasets, data_root=Path(args.data_root), methods=args.methods,
-                   scale=args.scale, weights=args.weights, runtime=args.runtime, sr_weights=args.sr_weights, out=Path(args.out),
+                   scale=args.scale, weights=args.weights, runtime=args.runtime,
+                   thumbnail_weights=Path(args.thumbnails_by) if args.thumbnails_by else None,
+                   sr_weights=args.sr_weights, out=Path(args.out),
                    limit=args.limit, threads=args.threads, command=_command(args, words))
     try:
         bench = RDBenchmark(cfg)
