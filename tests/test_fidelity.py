@@ -501,7 +501,8 @@ def test_cli_refuses_a_thumbnail_of_another_model(capsys, tmp_path, pipeline):
     assert thumb.model_id == pipeline.model_id
     (tmp_path / "other.jpg").write_bytes(write_thumbnail(replace(thumb, model_id="fedcba9876543210")))
     err = cli_error(capsys, "decode", tmp_path / "other.jpg", "-o", tmp_path / "x.png")
-    assert f"made by model fedcba9876543210, which this decoder was not trained for (it serves {pipeline.model_id})" in err
+    served = ", ".join(pipeline.served_models)  # its own id first, then the older ones it also decodes
+    assert f"made by model fedcba9876543210, which this decoder was not trained for (it serves {served})" in err
     (tmp_path / "unknown.jpg").write_bytes(write_thumbnail(replace(thumb, model_id=None)))
     cli(capsys, "decode", tmp_path / "unknown.jpg", "-o", tmp_path / "unknown.png")
     cli(capsys, "decode", tmp_path / "t.jpg", "-o", tmp_path / "t.png")

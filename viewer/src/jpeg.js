@@ -226,12 +226,13 @@ export function decodeScan(bytes, segments, scanStart, frame) {
       throw new JpegError('truncated JPEG: the image data ends before the last block'); // read past its end
     }
   }
-  return { coefficients, rows, cols, end: scanEnd(bytes, reader) };
+  return { coefficients, rows, cols, end: scanEnd(bytes, reader.pos) };
 }
 
 /** Offset just past the EOI that must follow the scan (a second scan or other marker: refused). */
-function scanEnd(bytes, reader) {
-  let pos = reader.pos; // at the marker that stopped the reader, or before it
+/** Offset just past the EOI that must end the single scan: the first marker at or after `from`. */
+export function scanEnd(bytes, from) {
+  let pos = from;
   while (pos + 1 < bytes.length) {
     if (bytes[pos] === 0xff && bytes[pos + 1] !== 0x00 && bytes[pos + 1] !== 0xff && !(bytes[pos + 1] >= 0xd0 && bytes[pos + 1] <= 0xd7)) {
       if (bytes[pos + 1] !== EOI) throw new JpegError(`unsupported JPEG: marker FF${hex(bytes[pos + 1])} after the image data (only a single scan followed by EOI is allowed)`);

@@ -1,7 +1,7 @@
 // A HyperThumbnail .jpg -> what the decoder graphs need, with the checks of the Python reader
 // (hyperthumbnail/codec/thumbnail.py): the APP15 marker (format versions 1 and 2), the CRC, a
 // baseline 4:4:4 frame of the size the marker declares, and a model id the shipped graphs serve.
-import { JpegError, decodeScan, readFrame, readQuantTables, readSegments } from './jpeg.js';
+import { JpegError, decodeScan, readFrame, readQuantTables, readSegments, scanEnd } from './jpeg.js';
 
 export class ThumbnailError extends Error {
   /** `stripped`: the JPEG has no marker, so a scale and size from the user could stand in for it. */
@@ -141,15 +141,16 @@ export function readThumbnail(bytes, { maxPixels, modelIds = [], stripped = null
   }
   const frame = safe(() => readFrame(segments));
   const quant = safe(() => checkFrame(frame, segments, thumbnailSize(width, height, scale), source));
-  const scan = safe(() => decodeScan(bytes, segments, scanStart, frame));
-  if (marker) {
+  if (marker) { // the checksum before entropy decoding, as the CLI: damage reads as damage, wherever it is
     const { payload, end } = marker.segment;
-    const crc = crc32(bytes.subarray(end, scan.end), crc32(payload.subarray(0, payload.length - 4)));
+    const scanStop = safe(() => scanEnd(bytes, scanStart));
+    const crc = crc32(bytes.subarray(end, scanStop), crc32(payload.subarray(0, payload.length - 4)));
     if (crc !== marker.crc) throw new ThumbnailError('checksum mismatch: the thumbnail is corrupt or was modified (re-encoding changes it too)');
     if (marker.modelId && !modelIds.includes(marker.modelId)) { // checked after the CRC: the id is intact
       throw new ThumbnailError(`this thumbnail was made by model ${marker.modelId}, which the decoder shipped with this viewer does not serve (it serves ${modelIds.join(', ') || 'no listed model'}); open it with the decoder of the model that made it`);
     }
   }
+  const scan = safe(() => decodeScan(bytes, segments, scanStart, frame));
   const tables = new Int32Array(128);
   tables.set(quant.get(frame.components[0].table), 0);
   tables.set(quant.get(frame.components[1].table), 64);
