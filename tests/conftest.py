@@ -30,6 +30,9 @@ def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
+SMALL = dict(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1)  # a tiny model: tests only
+
+
 def small_weights(path: Path, seed: int, also_decodes: tuple[str, ...] = ()) -> Path:
     """A tiny random model saved as weights, its encoder moved off bicubic (a fresh one is bicubic
     whatever the seed), so that two seeds make two different encoders, thumbnails and model ids."""
@@ -39,7 +42,7 @@ def small_weights(path: Path, seed: int, also_decodes: tuple[str, ...] = ()) -> 
     from hyperthumbnail.weights import save_weights
 
     torch.manual_seed(seed)
-    model = HyperThumbnail(ModelConfig(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1))
+    model = HyperThumbnail(ModelConfig(**SMALL))
     with torch.no_grad():
         for p in model.encoder.parameters():
             p.add_(0.05 * torch.randn_like(p))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL
 from PIL import Image
 
 from hyperthumbnail.weights import load_checkpoint
@@ -149,9 +150,6 @@ def test_encoder_clamp_passes_only_inward_gradients() -> None:
     upstream = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])  # descent moves x by -upstream
     y.backward(upstream)
     assert x.grad.tolist() == [0.0, -1.0, 1.0, -1.0, 1.0, 0.0]
-
-
-SMALL = dict(encoder_feats=8, decoder_feats=8, decoder_blocks=1, coef_feats=8, coef_blocks=1)
 
 
 def test_bf16_requested_on_a_cpu_without_native_bf16_trains_in_float32(image_folder: Path, tmp_path: Path,

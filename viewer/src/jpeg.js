@@ -226,7 +226,7 @@ export function decodeScan(bytes, segments, scanStart, frame) {
       throw new JpegError('truncated JPEG: the image data ends before the last block'); // read past its end
     }
   }
-  return { coefficients, rows, cols, end: scanEnd(bytes, reader.pos) };
+  return { coefficients, rows, cols };
 }
 
 /** Offset just past the EOI that must follow the scan (a second scan or other marker: refused). */

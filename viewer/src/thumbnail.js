@@ -141,9 +141,10 @@ export function readThumbnail(bytes, { maxPixels, modelIds = [], stripped = null
   }
   const frame = safe(() => readFrame(segments));
   const quant = safe(() => checkFrame(frame, segments, thumbnailSize(width, height, scale), source));
-  if (marker) { // the checksum before entropy decoding, as the CLI: damage reads as damage, wherever it is
+  // As the CLI: the scan's end (EOI) and the checksum before entropy decoding, so damage reads as damage
+  const scanStop = safe(() => scanEnd(bytes, scanStart));
+  if (marker) {
     const { payload, end } = marker.segment;
-    const scanStop = safe(() => scanEnd(bytes, scanStart));
     const crc = crc32(bytes.subarray(end, scanStop), crc32(payload.subarray(0, payload.length - 4)));
     if (crc !== marker.crc) throw new ThumbnailError('checksum mismatch: the thumbnail is corrupt or was modified (re-encoding changes it too)');
     if (marker.modelId && !modelIds.includes(marker.modelId)) { // checked after the CRC: the id is intact
