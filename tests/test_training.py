@@ -235,6 +235,19 @@ def test_thumbnail_term_weights_the_worst_image_and_colour_error() -> None:
     assert grads[2.0] > 5 * grads[1.0]  # the power mean hands the worse image more of the gradient
 
 
+def test_mse_term_adds_to_the_photo_loss_in_joint_runs() -> None:
+    from hyperthumbnail.training.objective import ObjectiveConfig, RateDistortionObjective
+
+    hr, hr_hat = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    lr = torch.rand(2, 3, 8, 8)
+    out = {"hr_hat": hr_hat, "lr_jpeg": lr, "lr_ref": lr, "bpp": torch.zeros(2)}
+    plain, stats = RateDistortionObjective(ObjectiveConfig())(out, hr)
+    with_mse, stats_mse = RateDistortionObjective(ObjectiveConfig(mse_weight=100.0))(out, hr)
+    mse = float(torch.nn.functional.mse_loss(hr_hat, hr))
+    assert float(with_mse - plain) == pytest.approx(100.0 * mse, rel=1e-4)
+    assert stats_mse["l1"] == pytest.approx(stats["l1"])  # the logged L1 stays the L1
+
+
 def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
     from hyperthumbnail.model import ModelConfig
     from hyperthumbnail.training.train import TrainConfig, Trainer

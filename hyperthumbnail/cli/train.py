@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(cached in CACHE_DIR-MODELID; repeatable), so thumbnails users already store keep decoding; "
                    "validation adds psnr_MODELID and the export lists their model ids as served")
     p.add_argument("--mse-weight", type=float, default=0.0,
-                   help="with --decoder-only: loss = L1 + this * MSE of the rebuilt photo")
+                   help="loss on the rebuilt photo = L1 + this * MSE (joint and decoder-only runs)")
     p.add_argument("--export-weights", default=None, metavar="PATH",
                    help="after training, write the EMA weights of best.pt (else last.pt) as fp16 safetensors + JSON card")
     p.set_defaults(func=run)
@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         val_min_thumbnail_psnr=args.val_min_thumbnail_psnr, val_min_thumbnail_worst=args.val_min_thumbnail_worst,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr,
                           min_guide_weight=args.min_guide_weight, init_guide_weight=args.init_guide_weight,
-                          guide_power=args.guide_power, chroma_weight=args.chroma_weight),
+                          guide_power=args.guide_power, chroma_weight=args.chroma_weight,
+                          mse_weight=args.mse_weight),
     )
     if args.decoder_only:
         from pathlib import Path
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.init_weights:
             raise CLIError("--decoder-only needs --init-weights (the frozen encoder, e.g. the shipped weights)")
         cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
-        trainer = DecoderTrainer(cfg, cache, args.orientations, args.mse_weight, args.also_decode)
+        trainer = DecoderTrainer(cfg, cache, args.orientations, args.also_decode)
     elif args.also_decode:
         raise CLIError("--also-decode needs --decoder-only (a joint run moves the encoder the cache was made by)")
     else:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..evaluation import evaluate_folder
 from ..weights import load_model, model_id, served_model_ids
+from .objective import reconstruction_loss
 from .thumbnail_cache import build_cache, orient
 from .train import TrainConfig, Trainer
 
@@ -82,12 +83,11 @@ def also_cache_dir(cache_dir: str | Path, weights: str | Path) -> Path:
 
 
 class DecoderTrainer(Trainer):
-    def __init__(self, cfg: TrainConfig, cache_dir: str, orientations: int, mse_weight: float = 0.0,
-                 also_decode: Sequence[str] = ()):
+    def __init__(self, cfg: TrainConfig, cache_dir: str, orientations: int, also_decode: Sequence[str] = ()):
         super().__init__(cfg)
         if not cfg.init_weights:
             raise ValueError("decoder-only training needs --init-weights: the frozen encoder that made the cache")
-        self.cache_dir, self.orientations, self.mse_weight = cache_dir, orientations, mse_weight
+        self.cache_dir, self.orientations = cache_dir, orientations
         own = model_id(cfg.init_weights)
         self.also_decode = tuple(w for w in dict.fromkeys(also_decode) if model_id(w) != own)
         self.also_encoders = [load_model(w).to(self.device) for w in self.also_decode]  # frozen, for validation
@@ -128,9 +128,7 @@ class DecoderTrainer(Trainer):
             g["lr"] = self.lr_now()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             hr_hat = self.model.decoder(q, tables).float()
-        l1 = F.l1_loss(hr_hat, hr)
-        mse = F.mse_loss(hr_hat, hr)
-        loss = l1 + self.mse_weight * mse
+        loss = reconstruction_loss(hr_hat, hr, cfg.objective.mse_weight)
         if self._is_spike(loss.item()):
             self.skipped += 1
             return {"loss": loss.item(), "skipped": 1.0, "lr": self.lr_now()}
@@ -142,4 +140,4 @@ class DecoderTrainer(Trainer):
             for e, p in zip(self.ema.decoder.parameters(), self.model.decoder.parameters()):
                 e.lerp_(p, 1 - cfg.ema_decay)
             hr_psnr = -10 * torch.log10(F.mse_loss(hr_hat.detach().clamp(0, 1), hr).clamp_min(1e-10))
-        return {"loss": loss.item(), "l1": l1.item(), "hr_psnr": float(hr_psnr), "lr": self.lr_now()}
+        return {"loss": loss.item(), "l1": F.l1_loss(hr_hat.detach(), hr).item(), "hr_psnr": float(hr_psnr), "lr": self.lr_now()}
