@@ -1,6 +1,7 @@
 """Training: loss goes down, checkpoints are atomic and a kill -9 resumes the same curve."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -346,7 +348,8 @@ def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder:
     from hyperthumbnail.cli import main
     from hyperthumbnail.model import ModelConfig
     from hyperthumbnail.pipeline import Pipeline
-    from hyperthumbnail.training.decoder_only import DecoderTrainer, also_cache_dir
+    from hyperthumbnail.training.decoder_only import DecoderTrainer
+    from hyperthumbnail.training.older_encoders import also_cache_dir
     from hyperthumbnail.training.train import TrainConfig
     from hyperthumbnail.weights import model_id, save_weights, served_model_ids
 
@@ -358,7 +361,7 @@ def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder:
                       steps=2, val_every=2, batch=4, crop=64, threads=1, log_every=1, warmup_steps=1, lr=1e-3,
                       init_weights=str(new), model=ModelConfig(**SMALL))
     trainer = DecoderTrainer(cfg, str(cache), orientations=1, also_decode=[str(old), str(new)])
-    assert trainer.also_decode == (str(old),) and trainer.also_decodes == (model_id(old),)
+    assert trainer.older.weights == (str(old),) and trainer.also_decodes == (model_id(old),)
     trainer.run()
 
     assert json.loads((also_cache_dir(cache, old) / "manifest.json").read_text())["encoder_sha256"].startswith(model_id(old))
@@ -375,5 +378,16 @@ def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder:
     photo = np.asarray(Image.open(sorted(image_folder.glob("*.png"))[0]).convert("RGB"))
     assert Pipeline(exported).decode(Pipeline(old).encode(photo)).shape == photo.shape
 
-    assert main(["train", "--also-decode", str(old), "--run-dir", str(tmp_path / "joint")]) == 1
-    assert "--also-decode needs --decoder-only" in capsys.readouterr().err
+    # A joint run (the encoder moves away from both) keeps both older encoders' thumbnails decoding:
+    # every step adds the photo loss of a half batch of their cached thumbnails.
+    from hyperthumbnail.training.older_encoders import JointTrainer
+    joint_cfg = replace(cfg, run_dir=str(tmp_path / "joint"), rate_prefit_steps=1)
+    joint = JointTrainer(joint_cfg, str(cache), orientations=1, also_decode=[str(old), str(new)])
+    assert joint.older.weights == (str(old), str(new)) and set(joint.also_decodes) == {model_id(old), model_id(new)}
+    joint.run()
+    log = list(csv.DictReader(open(tmp_path / "joint" / "log.csv")))
+    assert all(float(row["extra_loss"]) > 0 for row in log)
+    header = (tmp_path / "joint" / "val.csv").read_text().splitlines()[0].split(",")
+    assert {f"psnr_{model_id(old)}", f"psnr_{model_id(new)}"} <= set(header)
+    assert main(["train", "--also-decode", str(tmp_path / "missing.safetensors"), "--run-dir", str(tmp_path / "j2")]) == 1
+    assert "missing.safetensors" in capsys.readouterr().err

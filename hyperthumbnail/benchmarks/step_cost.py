@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..training.data import ImageBank
-from ..training.decoder_only import CachedThumbnailBank, DecoderTrainer
+from ..training.decoder_only import DecoderTrainer
+from ..training.thumbnail_cache import CachedThumbnailBank
 from ..training.train import TrainConfig, Trainer
 from ..weights import default_weights_path
 from .machine import machine_info, utc_now

@@ -70,13 +70,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="freeze the encoder and QPM of --init-weights and train the decoder alone on their "
                    "thumbnails of the training photos, made once into --cache-dir (the thumbnail stays exactly theirs)")
     p.add_argument("--cache-dir", default=None,
-                   help="with --decoder-only: where the training thumbnails are cached (default: RUN_DIR/../cache-xSCALE)")
+                   help="where the training thumbnails are cached (--decoder-only; --also-decode's caches go beside it as "
+                   "CACHE_DIR-MODELID) (default: RUN_DIR/../cache-xSCALE)")
     p.add_argument("--orientations", type=int, choices=range(1, 9), default=8, metavar="{1..8}",
-                   help="with --decoder-only: orientations of each photo encoded into the cache (rotations x mirror)")
+                   help="orientations of each photo encoded into a cache (rotations x mirror)")
     p.add_argument("--also-decode", action="append", default=[], metavar="WEIGHTS",
-                   help="with --decoder-only: also train on the thumbnails these older weights' encoder makes "
-                   "(cached in CACHE_DIR-MODELID; repeatable), so thumbnails users already store keep decoding; "
-                   "validation adds psnr_MODELID and the export lists their model ids as served")
+                   help="also train the decoder on the thumbnails these older weights' encoder makes (cached in "
+                   "CACHE_DIR-MODELID; repeatable), so thumbnails users already store keep decoding: decoder-only runs "
+                   "mix them into the crops, joint runs add a half batch of them to every step; validation adds "
+                   "psnr_MODELID and the export lists their model ids as served")
     p.add_argument("--mse-weight", type=float, default=0.0,
                    help="loss on the rebuilt photo = L1 + this * MSE (joint and decoder-only runs)")
     p.add_argument("--export-weights", default=None, metavar="PATH",
@@ -108,22 +110,21 @@ def run(args: argparse.Namespace) -> int:
                           guide_power=args.guide_power, chroma_weight=args.chroma_weight,
                           mse_weight=args.mse_weight),
     )
-    if args.decoder_only:
-        from pathlib import Path
+    from pathlib import Path
 
+    cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
+    if args.decoder_only:
         from ..training.decoder_only import DecoderTrainer
         if not args.init_weights:
             raise CLIError("--decoder-only needs --init-weights (the frozen encoder, e.g. the shipped weights)")
-        cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
         trainer = DecoderTrainer(cfg, cache, args.orientations, args.also_decode)
     elif args.also_decode:
-        raise CLIError("--also-decode needs --decoder-only (a joint run moves the encoder the cache was made by)")
+        from ..training.older_encoders import JointTrainer
+        trainer = JointTrainer(cfg, cache, args.orientations, args.also_decode)
     else:
         trainer = Trainer(cfg)
     trainer.run()
     if args.export_weights:
-        from pathlib import Path
-
         from ..weights import load_checkpoint_model, save_weights
         best = trainer.best_path if trainer.best_path.exists() else trainer.ckpt_path
         save_weights(load_checkpoint_model(best), Path(args.export_weights), {

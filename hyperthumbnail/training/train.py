@@ -239,6 +239,11 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             out = self.model(hr)
         loss, stats = self.objective(out, hr)
+        extra = self.extra_loss()
+        if extra is not None:
+            stats["extra_loss"] = extra.item()
+            loss = loss + extra
+            stats["loss"] = loss.item()
         if self._is_spike(loss.item()):
             # One bad batch at a high learning rate once wrecked a run; skip such steps.
             self.skipped += 1
@@ -260,6 +265,10 @@ class Trainer:
             stats.update(self.calibrate(out))
         stats["lr"] = self.lr_now()
         return stats
+
+    def extra_loss(self) -> torch.Tensor | None:
+        """A term added to every step's loss by a subclass (older encoders' thumbnails); none here."""
+        return None
 
     def _is_spike(self, loss: float) -> bool:
         if not math.isfinite(loss):
@@ -301,7 +310,8 @@ class Trainer:
             self._init_from(cfg.init_weights)
         bank = self.prepare(resumed)
         fields = ["step", "elapsed_s", "lr", "crop", "loss", "l1", "hr_psnr", "thumb_psnr", "thumb_worst", "bpp_est",
-                  "w_rate", "w_guide", "target_bpp", "thumb_floor", "calib_ratio", "rate_calibration", "skipped"]
+                  "w_rate", "w_guide", "target_bpp", "thumb_floor", "calib_ratio", "rate_calibration", "skipped",
+                  "extra_loss"]
         log_new = not self.log_path.exists()
         logf = open(self.log_path, "a", newline="")
         log = csv.DictWriter(logf, fieldnames=fields, extrasaction="ignore")
