@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from .errors import CLIError
 
@@ -110,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
                           guide_power=args.guide_power, chroma_weight=args.chroma_weight,
                           mse_weight=args.mse_weight),
     )
-    from pathlib import Path
-
     cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
     if args.decoder_only:
         from ..training.decoder_only import DecoderTrainer

@@ -19,6 +19,7 @@ import torch
 from ..evaluation import evaluate_folder
 from ..model import HyperThumbnail, ModelConfig
 from ..weights import load_model, model_id, served_model_ids
+from .data import ImageBank
 from .objective import reconstruction_loss
 from .thumbnail_cache import CachedThumbnailBank, build_cache
 from .train import TrainConfig, Trainer
@@ -45,9 +46,6 @@ class OlderEncoders:
         self.served_ids = tuple(i for i in dict.fromkeys(i for w in self.weights for i in served_model_ids(w))
                                 if i != own_id)
 
-    def __bool__(self) -> bool:
-        return bool(self.weights)
-
     def caches(self, cache_dir: str | Path, cfg: TrainConfig, orientations: int) -> list[Path]:
         """Build (resumably) and return each older encoder's cache of the training photos."""
         out = [also_cache_dir(cache_dir, w) for w in self.weights]
@@ -72,7 +70,7 @@ class JointTrainer(Trainer):
         self.older = OlderEncoders(also_decode, None, self.model.config, self.device)
         self.also_decodes = self.older.served_ids
 
-    def prepare(self, resumed: bool):
+    def prepare(self, resumed: bool) -> ImageBank:
         self.older_bank = CachedThumbnailBank(self.older.caches(self.cache_dir, self.cfg, self.orientations),
                                               self.model.block, max(self.cfg.crop, self.cfg.warmup_crop or 0), self.device)
         return super().prepare(resumed)
