@@ -41,6 +41,12 @@ class DecoderTrainer(Trainer):
         caches = [main, *self.older.caches(self.cache_dir, cfg, self.orientations)]
         return CachedThumbnailBank(caches, self.model.block, max(cfg.crop, cfg.warmup_crop or 0), self.device)
 
+    def validate(self) -> dict[str, float] | None:
+        """The frozen encoder's thumbnails as `Trainer` measures them, plus `psnr_ID`: the photo this
+        decoder rebuilds from each older encoder's thumbnails of the same images."""
+        val = super().validate()
+        return None if val is None else {**val, **self.older.validate(self.ema, self.cfg, self.device)}
+
     def train_step(self, bank: CachedThumbnailBank) -> dict[str, float]:
         cfg = self.cfg
         hr, q, tables = bank.sample(cfg.batch, self.crop_now(), self.generator)

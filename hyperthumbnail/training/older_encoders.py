@@ -81,3 +81,7 @@ class JointTrainer(Trainer):
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             hr_hat = self.model.decoder(q, tables).float()
         return reconstruction_loss(hr_hat, hr, cfg.objective.mse_weight)
+
+    def validate(self) -> dict[str, float] | None:
+        val = super().validate()
+        return None if val is None else {**val, **self.older.validate(self.ema, self.cfg, self.device)}

@@ -6,7 +6,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,9 +18,6 @@ from .calibration import real_scan_bits
 from .checkpoint import save_checkpoint
 from .data import ImageBank
 from .objective import ObjectiveConfig, RateDistortionObjective
-
-if TYPE_CHECKING:
-    from .older_encoders import OlderEncoders
 
 
 @dataclass
@@ -102,7 +98,6 @@ class Trainer:
         self.best_path = self.run_dir / "best.pt"
         self.log_path = self.run_dir / "log.csv"
         self.val_path = self.run_dir / "val.csv"
-        self.older: OlderEncoders | None = None  # older encoders whose thumbnails the decoder also learns
 
     # --- schedule -------------------------------------------------------------------------
     def progress(self) -> float:
@@ -305,10 +300,7 @@ class Trainer:
             return None
         from ..evaluation import evaluate_folder
 
-        val = evaluate_folder(self.ema, self.cfg.val_data, self.device, self.cfg.val_limit)
-        if self.older is not None:  # psnr_ID: older encoders' thumbnails of the same images, rebuilt
-            val.update(self.older.validate(self.ema, self.cfg, self.device))
-        return val
+        return evaluate_folder(self.ema, self.cfg.val_data, self.device, self.cfg.val_limit)
 
     def run(self) -> None:
         cfg = self.cfg
