@@ -54,7 +54,7 @@ class DecoderTrainer(Trainer):
             g["lr"] = self.lr_now()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             hr_hat = self.model.decoder(q, tables).float()
-        loss = reconstruction_loss(hr_hat, hr, cfg.objective.mse_weight)
+        loss, l1 = reconstruction_loss(hr_hat, hr, cfg.objective.mse_weight)
         if self._is_spike(loss.item()):
             self.skipped += 1
             return {"loss": loss.item(), "skipped": 1.0, "lr": self.lr_now()}
@@ -66,4 +66,4 @@ class DecoderTrainer(Trainer):
             for e, p in zip(self.ema.decoder.parameters(), self.model.decoder.parameters()):
                 e.lerp_(p, 1 - cfg.ema_decay)
             hr_psnr = -10 * torch.log10(F.mse_loss(hr_hat.detach().clamp(0, 1), hr).clamp_min(1e-10))
-        return {"loss": loss.item(), "l1": F.l1_loss(hr_hat.detach(), hr).item(), "hr_psnr": float(hr_psnr), "lr": self.lr_now()}
+        return {"loss": loss.item(), "l1": l1.item(), "hr_psnr": float(hr_psnr), "lr": self.lr_now()}

@@ -57,10 +57,10 @@ def per_image_guide(lr: torch.Tensor, ref: torch.Tensor, chroma_weight: float) -
     return mse, mse + chroma_weight * chroma
 
 
-def reconstruction_loss(hr_hat: torch.Tensor, hr: torch.Tensor, mse_weight: float) -> torch.Tensor:
-    """L1 + mse_weight * MSE of the rebuilt photo (float32)."""
+def reconstruction_loss(hr_hat: torch.Tensor, hr: torch.Tensor, mse_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L1 + mse_weight * MSE, L1) of the rebuilt photo (float32); the L1 alone is what the logs show."""
     l1 = F.l1_loss(hr_hat, hr)
-    return l1 + mse_weight * F.mse_loss(hr_hat, hr) if mse_weight else l1
+    return (l1 + mse_weight * F.mse_loss(hr_hat, hr) if mse_weight else l1), l1
 
 
 class RateDistortionObjective(torch.nn.Module):
@@ -80,7 +80,7 @@ class RateDistortionObjective(torch.nn.Module):
     def forward(self, out: dict[str, torch.Tensor], hr: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         hr_hat = out["hr_hat"].float()  # bf16 under autocast; the loss is taken in float32
-        recon = reconstruction_loss(hr_hat, hr, cfg.mse_weight)
+        recon, l1 = reconstruction_loss(hr_hat, hr, cfg.mse_weight)
         mse_i, guide_i = per_image_guide(out["lr_jpeg"], out["lr_ref"], cfg.chroma_weight)
         guide = guide_i.pow(cfg.guide_power).mean().pow(1.0 / cfg.guide_power)
         bpp_est = out["bpp"].float().mean() * self.rate_calibration + cfg.header_bpp
@@ -91,7 +91,7 @@ class RateDistortionObjective(torch.nn.Module):
             thumb_worst = -10 * torch.log10(mse_i.max().clamp_min(1e-10))
             hr_psnr = -10 * torch.log10(F.mse_loss(hr_hat.detach().clamp(0, 1), hr).clamp_min(1e-10))
         stats = {
-            "loss": loss.item(), "l1": F.l1_loss(hr_hat.detach(), hr).item(), "bpp_est": bpp_est.item(),
+            "loss": loss.item(), "l1": l1.item(), "bpp_est": bpp_est.item(),
             "hr_psnr": float(hr_psnr), "thumb_psnr": float(thumb_psnr), "thumb_worst": float(thumb_worst),
             "w_rate": float(w_rate), "w_guide": float(w_guide),
             "target_bpp": float(self.target_bpp), "thumb_floor": float(self.min_thumbnail_psnr),

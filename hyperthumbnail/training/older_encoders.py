@@ -80,7 +80,7 @@ class JointTrainer(Trainer):
         hr, q, tables = self.older_bank.sample(max(1, cfg.batch // 2), self.crop_now(), self.generator)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             hr_hat = self.model.decoder(q, tables).float()
-        return reconstruction_loss(hr_hat, hr, cfg.objective.mse_weight)
+        return reconstruction_loss(hr_hat, hr, cfg.objective.mse_weight)[0]
 
     def validate(self) -> dict[str, float] | None:
         val = super().validate()
