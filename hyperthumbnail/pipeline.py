@@ -16,8 +16,9 @@ from typing import Literal
 import numpy as np
 
 from .codec.steps import crop_image, decode_thumbnail, encode_thumbnail, pad_photo, postprocess, preprocess, quantize_with_tables
+from .codec.thumbnail import thumbnail_model_id
 from .runtime.tiling import DEFAULT_TILE_PIXELS
-from .weights import default_weights_path, served_model_ids
+from .weights import default_weights_path, served_model_ids, shipped_weights_serving
 
 Runtime = Literal["openvino", "onnx", "torch"]
 RUNTIME_CHOICES = ("openvino", "onnx", "torch")
@@ -38,6 +39,11 @@ class Pipeline:
         # Which model makes this pipeline's thumbnails (the marker records it) and whose it rebuilds.
         self.served_models = served_model_ids(self.weights)
         self.model_id = self.served_models[0]
+        # The shipped weights route a thumbnail of an older generation to the decoder shipped for
+        # it (`for_thumbnail`); weights a caller names decode only what they serve.
+        self._routes_older = weights is None
+        self._older: dict[Path, Pipeline] = {}
+        self._settings = dict(runtime=runtime, threads=threads, precision=precision, tile_pixels=tile_pixels)
         if runtime == "torch":
             if precision == "bf16":
                 raise ValueError("--precision bf16 needs --runtime openvino")
@@ -126,10 +132,29 @@ class Pipeline:
     def close(self) -> None:
         """Nothing to release (sessions go with the object); the server client has the same method."""
 
+    def for_thumbnail(self, data: bytes) -> Pipeline:
+        """The pipeline whose decoder rebuilds this thumbnail: this one, or, for the shipped weights,
+        the older shipped generation that serves the model id in its marker (loaded once, same
+        runtime settings). This one when none does: its `decode` then refuses the file by name."""
+        try:
+            made_by = thumbnail_model_id(data) if self._routes_older else None
+        except (TypeError, ValueError):  # not bytes, or no readable marker: `decode` says which
+            made_by = None
+        if made_by is None or made_by in self.served_models:
+            return self
+        path = shipped_weights_serving(made_by, self.scale)
+        if path is None:
+            return self
+        if path not in self._older:
+            self._older[path] = Pipeline(path, self.scale, **self._settings)
+        return self._older[path]
+
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of exactly the original size."""
+        pipeline = self.for_thumbnail(data)
         kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-        quantized, tables, hr_size = decode_thumbnail(data, self.scale, served_models=self.served_models, **kwargs)
-        if self.runtime != "torch":
-            return crop_image(self.graph_set.reconstruct(quantized, tables), hr_size)
-        return postprocess(self._reconstruct_torch(quantized, tables), hr_size)
+        quantized, tables, hr_size = decode_thumbnail(data, pipeline.scale, served_models=pipeline.served_models,
+                                                      **kwargs)
+        if pipeline.runtime != "torch":
+            return crop_image(pipeline.graph_set.reconstruct(quantized, tables), hr_size)
+        return postprocess(pipeline._reconstruct_torch(quantized, tables), hr_size)

@@ -23,12 +23,28 @@ if TYPE_CHECKING:
     from .model import HyperThumbnail
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# Earlier generations of a scale, kept because their decoders rebuild the thumbnails users stored
+# with them better than the newest decoder can (`shipped_weights`).
+OLDER_WEIGHTS_DIR = WEIGHTS_DIR / "older"
 _ENCODER_PREFIXES = ("encoder.", "qpm.")  # the parts that make the thumbnail's coefficients
 ALSO_DECODES_KEY = "also_decodes"
 
 
 def default_weights_path(scale: int = 4) -> Path:
     return WEIGHTS_DIR / f"hyperthumbnail_x{scale}.safetensors"
+
+
+def shipped_weights(scale: int = 4) -> tuple[Path, ...]:
+    """The shipped weights files of `scale`, newest first: the default, then the older generations
+    (`older/hyperthumbnail_x{scale}_MODELID.safetensors`) whose stored thumbnails it does not serve."""
+    older = sorted(OLDER_WEIGHTS_DIR.glob(f"hyperthumbnail_x{scale}_*.safetensors"))
+    return (default_weights_path(scale), *older)
+
+
+def shipped_weights_serving(thumbnail_model: str, scale: int = 4) -> Path | None:
+    """The newest shipped weights of `scale` whose decoder serves thumbnails of `thumbnail_model`."""
+    return next((path for path in shipped_weights(scale)
+                 if path.is_file() and thumbnail_model in served_model_ids(path)), None)
 
 
 def card_path(weights: Path) -> Path:

@@ -509,6 +509,39 @@ def test_cli_refuses_a_thumbnail_of_another_model(capsys, tmp_path, pipeline):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "unknown.png")), np.asarray(Image.open(tmp_path / "t.png")))
 
 
+def test_shipped_weights_route_an_older_generations_thumbnails(capsys, tmp_path, monkeypatch):
+    """A thumbnail stored by an older shipped generation (one the newest decoder does not serve)
+    decodes with that generation's shipped decoder, through the SDK and the CLI; weights a caller
+    names decode only the ids they serve."""
+    from conftest import photo_like, small_weights
+
+    import hyperthumbnail.weights as weights
+    from hyperthumbnail.codec.steps import StepError
+    from hyperthumbnail.pipeline import Pipeline
+
+    shipped = tmp_path / "weights"
+    older = small_weights(shipped / "older" / "hyperthumbnail_x4_old.safetensors", 1)
+    newest = small_weights(shipped / "hyperthumbnail_x4.safetensors", 2)
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", shipped)
+    monkeypatch.setattr(weights, "OLDER_WEIGHTS_DIR", shipped / "older")
+    assert weights.shipped_weights(4) == (newest, older)
+    assert weights.shipped_weights(2) == (shipped / "hyperthumbnail_x2.safetensors",)
+
+    stored = Pipeline(older, runtime="torch").encode(photo_like(64, 48, seed=3))
+    own = Pipeline(older, runtime="torch").decode(stored)
+    router = Pipeline(runtime="torch")
+    assert router.model_id == weights.model_id(newest) != weights.model_id(older)
+    assert router.for_thumbnail(stored).weights == older and router.for_thumbnail(router.encode(own)) is router
+    assert np.array_equal(router.decode(stored), own)
+    with pytest.raises(StepError, match=f"made by model {weights.model_id(older)}, which this decoder was not") as refused:
+        Pipeline(newest, runtime="torch").decode(stored)
+    assert str(refused.value).endswith(f"(their card's model_id; shipped as {older})")
+    (tmp_path / "stored.jpg").write_bytes(stored)
+    out = cli(capsys, "decode", tmp_path / "stored.jpg", "-o", tmp_path / "stored.png", "--runtime", "torch")
+    assert f"made by model {weights.model_id(older)}, decoded by its own decoder {older.name}" in out
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "stored.png")), own)
+
+
 @pytest.mark.server
 def test_served_ensembles_carry_metadata(triton_server, tmp_path):
     """Raw tritonclient: ICC_PROFILE/EXIF into hyperthumbnail_encode come back inside the thumbnail

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         thumb = read_thumbnail(data, max_hr_pixels=max_pixels)
     except ThumbnailError as exc:
         raise CLIError(f"{args.input}: {exc}") from exc
-    pipeline = make_pipeline(args, thumb.scale)
+    shipped = make_pipeline(args, thumb.scale)
+    pipeline = shipped.for_thumbnail(data)  # an older generation's thumbnail: the decoder shipped for it
     start = time.perf_counter()
     pipeline.load("decode")
     loaded = time.perf_counter() - start
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     except ImageError as exc:
         raise CLIError(str(exc)) from exc
     h, w = image.shape[:2]
+    by = "" if pipeline is shipped else f"; made by model {thumb.model_id}, decoded by its own decoder {pipeline.weights.name}"
     print(f"{args.output}: {w}x{h}, decoded in {elapsed * 1e3:.0f} ms, graphs loaded in {loaded * 1e3:.0f} ms "
-          f"({pipeline.describe()})")
+          f"({pipeline.describe()}{by})")
     return 0

@@ -174,9 +174,13 @@ def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | No
     if scale is not None and thumb.scale != scale:
         raise StepError(f"the thumbnail was made at scale {thumb.scale}, this decoder rebuilds scale {scale}")
     if served_models is not None and thumb.model_id is not None and thumb.model_id not in served_models:
+        from ..weights import shipped_weights_serving  # on a refusal only: it reads the shipped files
+
+        shipped = shipped_weights_serving(thumb.model_id, thumb.scale)
         raise StepError(f"the thumbnail was made by model {thumb.model_id}, which this decoder was not "
                         f"trained for (it serves {', '.join(served_models)}): decode it with the weights "
-                        f"of model {thumb.model_id} (their card's model_id)")
+                        f"of model {thumb.model_id} (their card's model_id"
+                        + (f"; shipped as {shipped})" if shipped else ")"))
     return thumb.coefficients.astype(np.int32), thumb.tables.astype(np.int32), tuple(thumb.hr_size)
 
 
