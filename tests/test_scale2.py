@@ -16,7 +16,7 @@ from hyperthumbnail.codec.thumbnail import read_thumbnail
 from hyperthumbnail.metrics import bpp
 from hyperthumbnail.pipeline import Pipeline
 from hyperthumbnail.ratecontrol import encode_at_bpp
-from hyperthumbnail.weights import default_weights_path, load_model
+from hyperthumbnail.weights import default_weights_path, file_sha256, load_model, model_id, shipped_weights
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -37,7 +37,19 @@ def test_shipped_2x_weights_and_card():
     model = load_model(scale=2)
     assert model.scale == 2
     card = json.loads(default_weights_path(2).with_suffix(".json").read_text())
-    assert card["config"]["scale"] == 2 and "command" in card and card["kodak_24"]["bpp"] > 0
+    assert card["config"]["scale"] == 2 and card["runs"][-1]["command"] and card["measured"]["kodak"]["bpp"] > 0
+    assert card["model_id"] == model_id(default_weights_path(2)) and card["sha256"] == file_sha256(default_weights_path(2))
+
+
+def test_v1s_stored_thumbnails_decode_with_v1s_shipped_decoder(image, pipeline):
+    """2x v2 moved the encoder; v1's thumbnails (users' stored data) are routed by the model id in
+    their marker to v1's decoder, shipped in weights/older/: exactly what v1 rebuilds."""
+    older = shipped_weights(2)[1:]
+    assert [model_id(path) for path in older] == ["e77aebddff98e464"]
+    v1 = Pipeline(older[0], threads=2)
+    stored = v1.encode(image)
+    assert pipeline.model_id not in v1.served_models and pipeline.for_thumbnail(stored).weights == older[0]
+    assert np.array_equal(pipeline.decode(stored), v1.decode(stored))
 
 
 def test_cli_encode_decode_at_scale_2(tmp_path, image, pipeline):
