@@ -42,7 +42,7 @@ class Pipeline:
         # The shipped weights route a thumbnail of an older generation to the decoder shipped for
         # it (`for_thumbnail`); weights a caller names decode only what they serve.
         self._routes_older = weights is None
-        self._older: dict[Path, Pipeline] = {}
+        self._older: dict[str, Pipeline] = {}  # by the model id of the thumbnails they decode
         self._settings = dict(runtime=runtime, threads=threads, precision=precision, tile_pixels=tile_pixels)
         if runtime == "torch":
             if precision == "bf16":
@@ -142,12 +142,11 @@ class Pipeline:
             made_by = None
         if made_by is None or made_by in self.served_models:
             return self
-        path = shipped_weights_serving(made_by, self.scale)
-        if path is None:
-            return self
-        if path not in self._older:
-            self._older[path] = Pipeline(path, self.scale, **self._settings)
-        return self._older[path]
+        if made_by not in self._older:  # the shipped files are read once per model id, not per thumbnail
+            path = shipped_weights_serving(made_by, self.scale)
+            loaded = {pipeline.weights: pipeline for pipeline in self._older.values()}
+            self._older[made_by] = self if path is None else loaded.get(path) or Pipeline(path, self.scale, **self._settings)
+        return self._older[made_by]
 
     def decode(self, data: bytes, max_pixels: int | None = None) -> np.ndarray:
         """HyperThumbnail .jpg bytes -> HxWx3 uint8 RGB of exactly the original size."""

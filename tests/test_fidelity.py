@@ -532,6 +532,7 @@ def test_shipped_weights_route_an_older_generations_thumbnails(capsys, tmp_path,
     router = Pipeline(runtime="torch")
     assert router.model_id == weights.model_id(newest) != weights.model_id(older)
     assert router.for_thumbnail(stored).weights == older and router.for_thumbnail(router.encode(own)) is router
+    assert router.for_thumbnail(stored) is router.for_thumbnail(stored)  # loaded once
     assert np.array_equal(router.decode(stored), own)
     with pytest.raises(StepError, match=f"made by model {weights.model_id(older)}, which this decoder was not") as refused:
         Pipeline(newest, runtime="torch").decode(stored)
