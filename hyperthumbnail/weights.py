@@ -9,6 +9,7 @@ paths and hashes here, and importing torch costs seconds at every CLI start.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import pickle
@@ -82,13 +83,21 @@ def served_model_ids(weights: str | Path | HyperThumbnail) -> tuple[str, ...]:
     """The model ids whose thumbnails these weights' decoder rebuilds: its own encoder's first, then
     the ones a .safetensors file lists in its `also_decodes` metadata (older encoders it was
     trained on)."""
-    extra: list[str] = []
     if isinstance(weights, (str, Path)) and Path(weights).suffix != ".pt":
-        from safetensors import safe_open
+        stat = Path(weights).stat()
+        return _file_served_model_ids(str(weights), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return (model_id(weights),)
 
-        with safe_open(str(weights), framework="numpy") as f:
-            extra = json.loads((f.metadata() or {}).get(ALSO_DECODES_KEY, "[]"))
-    own = model_id(weights)
+
+@functools.lru_cache(maxsize=32)
+def _file_served_model_ids(path: str, inode: int, mtime_ns: int, size: int) -> tuple[str, ...]:
+    """`served_model_ids` of a .safetensors file, hashed once per version of the file (a refused
+    thumbnail asks it of every shipped file: that must not cost a read of each per request)."""
+    from safetensors import safe_open
+
+    with safe_open(path, framework="numpy") as f:
+        extra = json.loads((f.metadata() or {}).get(ALSO_DECODES_KEY, "[]"))
+    own = model_id(path)
     return (own, *[i for i in extra if i != own])
 
 

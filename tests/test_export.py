@@ -343,6 +343,8 @@ def test_model_id_names_the_encoder_and_the_card_records_it(model: HyperThumbnai
     assert served_model_ids(path) == (own, "0123456789abcdef")
     card = json.loads(card_path(path).read_text())
     assert card["model_id"] == own and card["served_model_ids"] == [own, "0123456789abcdef"]
+    save_weights(model, path, {}, also_decodes=("fedcba9876543210",))  # the file rewritten: not the cached answer
+    assert served_model_ids(path) == (own, "fedcba9876543210")
     changed = copy.deepcopy(model)
     with torch.no_grad():
         next(changed.decoder.parameters()).add_(1.0)

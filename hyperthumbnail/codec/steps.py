@@ -174,7 +174,7 @@ def decode_thumbnail(data: bytes, scale: int | None = None, max_pixels: int | No
     if scale is not None and thumb.scale != scale:
         raise StepError(f"the thumbnail was made at scale {thumb.scale}, this decoder rebuilds scale {scale}")
     if served_models is not None and thumb.model_id is not None and thumb.model_id not in served_models:
-        from ..weights import shipped_weights_serving  # on a refusal only: it reads the shipped files
+        from ..weights import shipped_weights_serving  # here, not at the top: weights imports codec
 
         shipped = shipped_weights_serving(thumb.model_id, thumb.scale)
         raise StepError(f"the thumbnail was made by model {thumb.model_id}, which this decoder was not "
