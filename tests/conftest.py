@@ -63,7 +63,7 @@ def served_runner(repository: Path, model: str, graph: str | None = None):
     runtime, precision = (config.parameters[k].string_value for k in ("runtime", "precision"))
     file = "model.onnx" if graph == model else f"{graph}.onnx"
     return make_runner(repository / model / "1" / file, graph_runtime(runtime, graph),
-                       graph_precisions(runtime, precision, (graph,))[graph])
+                       graph_precisions(runtime, precision, (graph,))[graph], graph=graph)
 
 
 def served_weights():

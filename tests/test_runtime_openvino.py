@@ -76,6 +76,23 @@ def test_bf16_decoder_close_to_f32(graphs):
     assert 0 < mse and 10 * np.log10(1 / mse) > 40  # bf16 really ran, and stayed close
 
 
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16 (avx512_bf16 or amx_bf16)")
+def test_bf16_encoder_keeps_its_tail_in_f32(graphs):
+    """`f32_tail`: the network runs in bf16, the bicubic base, the sum and the colour/DCT transforms
+    after it in f32, so the coefficients move far less than with the whole graph in bf16."""
+    image = _image()
+    exact = OnnxRunner(graphs / "encoder.onnx").run({"image": image})["coefficients"]
+    whole = OpenVinoRunner(graphs / "encoder.onnx", precision="bf16")
+    split = OpenVinoRunner(graphs / "encoder.onnx", precision="bf16", f32_tail=True)
+    assert (len(whole.stages), len(split.stages)) == (1, 2) and split.compiled_precision == "bf16"
+    assert len(OpenVinoRunner(graphs / "encoder.onnx", precision="f32", f32_tail=True).stages) == 1
+    error = {name: float(np.abs(runner.run({"image": image})["coefficients"] - exact).mean())
+             for name, runner in (("whole", whole), ("split", split))}
+    assert 0 < error["split"] < error["whole"] / 2, error
+    residual = next(iter(split.stages[0]({"image": image}).values()))
+    assert residual.shape == (1, 3, image.shape[2] // 4, image.shape[3] // 4)  # cut at the thumbnail's residual
+
+
 def test_without_native_bf16_auto_and_bf16_give_f32(graphs, monkeypatch):
     monkeypatch.setenv(ov_runtime.BF16_ENV, "0")
     assert not cpu_has_native_bf16()

@@ -7,15 +7,15 @@ from typing import Literal
 
 from .openvino import PRECISIONS, resolve_precision
 
-__all__ = ["EXACT_GRAPHS", "GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Runtime", "graph_precisions",
+__all__ = ["EXACT_GRAPHS", "F32_TAIL_GRAPHS", "GRAPH_FILES", "PREFERRED_PRECISION", "RUNTIMES", "Runtime", "graph_precisions",
            "graph_runtime", "make_runner"]
 
 Runtime = Literal["openvino", "onnx"]
 RUNTIMES: tuple[str, ...] = ("openvino", "onnx")
 GRAPH_FILES = ("encoder", "qpm", "decoder_features", "decoder_body")
-# Chosen by measurement (docs/benchmarks.md, Kodak, this CPU): bf16 costs the encoder +0.0005 bpp
-# and -0.007 dB, the decoder -0.004 dB, for 1.2-1.5x more speed. The QPM rounds its tables and is
-# cheap, the decoder's coefficient branch is cheap: both stay f32.
+# Chosen by measurement (docs/benchmarks.md "Runtimes", Kodak, v4.2, Zen 4): bf16 (the encoder's
+# tail in f32) costs the encoder -0.001 dB, the decoder body -0.011 dB, for ~1.9x and ~1.6x the speed.
+# The QPM rounds its tables and is cheap, the decoder's coefficient branch is cheap: both stay f32.
 PREFERRED_PRECISION = {"encoder": "bf16", "qpm": "f32", "decoder_features": "f32", "decoder_body": "bf16"}
 _OTHER_GRAPHS = {"decoder": "bf16", "decoder_u8": "bf16"}  # the unsplit decoders (NGC targets, benchmarks)
 # Graphs ONNX Runtime runs whatever the runtime: OpenVINO rewrites the QPM's division as a multiply
@@ -24,6 +24,9 @@ _OTHER_GRAPHS = {"decoder": "bf16", "decoder_u8": "bf16"}  # the unsplit decoder
 # `codec.steps.quantize_with_tables` (rate control's entry-wise step); ONNX Runtime divides exactly
 # and is faster on this small graph too (runtimes.json: 0.032 vs 0.058 s at 1080p).
 EXACT_GRAPHS = ("qpm",)
+# Graphs whose bf16 runs stop at the network's residual: the bicubic base, the sum and the colour/DCT
+# transforms after it run in f32 (`OpenVinoRunner(f32_tail=True)`), at no measurable cost.
+F32_TAIL_GRAPHS = ("encoder",)
 
 
 def graph_runtime(runtime: str, name: str) -> str:
@@ -48,9 +51,11 @@ def graph_precisions(runtime: str, precision: str = "auto", names: tuple[str, ..
     return {name: resolve_precision("auto", preferred.get(name, "f32")) for name in names}  # type: ignore[arg-type]
 
 
-def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0, memory_arena: bool = True):
+def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int = 0, memory_arena: bool = True,
+                graph: str | None = None):
     """A runner (`run(feeds) -> outputs`) for one graph file (`memory_arena`: ONNX Runtime's, see
-    `OnnxRunner`).
+    `OnnxRunner`; `graph`: which exported graph the file holds, default its name's stem, e.g. a
+    served repository's `encoder/1/model.onnx` is `graph="encoder"`).
 
     OpenVINO keeps its compiled blobs beside the graph (`openvino_cache/`): a second process
     starts in a fraction of the compile time (the CLI starts one per command).
@@ -59,7 +64,8 @@ def make_runner(path: Path, runtime: str, precision: str = "f32", threads: int =
         from .openvino import OpenVinoRunner
 
         return OpenVinoRunner(path, intra_op_threads=threads, precision=precision,  # type: ignore[arg-type]
-                              cache_dir=_writable(path.parent / "openvino_cache"))
+                              cache_dir=_writable(path.parent / "openvino_cache"),
+                              f32_tail=(graph or path.stem) in F32_TAIL_GRAPHS)
     if precision != "f32":
         raise ValueError(f"ONNX Runtime runs f32 only, not {precision}")
     from .onnx import OnnxRunner

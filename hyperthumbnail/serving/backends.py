@@ -264,7 +264,7 @@ def graph_runner(model: _PythonModel, path: Path, graph: str):
     # The QPM runs on ONNX Runtime under every runtime; without the arena it gives its buffers back
     # after each call instead of keeping the largest photo's (360 MiB at 48 MP) for good.
     return make_runner(path, graph_runtime(runtime, graph), precision, model.param_int("intra_op_threads", 0),
-                       memory_arena=graph not in EXACT_GRAPHS)
+                       memory_arena=graph not in EXACT_GRAPHS, graph=graph)
 
 
 class DecoderModel(_PythonModel):
