@@ -48,6 +48,14 @@ def shipped_weights_serving(thumbnail_model: str, scale: int = 4) -> Path | None
                  if path.is_file() and thumbnail_model in served_model_ids(path)), None)
 
 
+def weights_config(path: str | Path) -> dict[str, Any]:
+    """The model config a .safetensors weights file records in its metadata (read without torch)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        return json.loads((f.metadata() or {})["config"])
+
+
 def card_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import weights as shipped
-from ..weights import card_path, file_sha256, load_checkpoint_model, model_id, save_weights, served_model_ids
+from ..weights import card_path, file_sha256, load_checkpoint_model, model_id, save_weights, served_model_ids, weights_config
 
 __all__ = ["export", "measured_block", "ship"]
 
@@ -85,9 +85,8 @@ def measured_block(rd: Path, stored: dict[str, Path], candidate: Path) -> dict[s
 
 def ship(candidate: Path, rd: Path, stored: dict[str, Path] | None = None, card: dict[str, Any] | None = None) -> Path:
     """Install `candidate` as the shipped weights of its scale (see the module doc); the installed path."""
-    from ..weights import load_model
-
-    scale = load_model(candidate).config.scale
+    config = weights_config(candidate)
+    scale = int(config["scale"])
     measured = measured_block(rd, stored or {}, candidate)
     target = shipped.default_weights_path(scale)
     fields = {k: v for k, v in (card or {}).items() if k not in DERIVED_FIELDS}
@@ -109,7 +108,7 @@ def ship(candidate: Path, rd: Path, stored: dict[str, Path] | None = None, card:
     staged = target.with_name(target.name + ".new")  # same folder: the swap below is atomic
     shutil.copyfile(candidate, staged)
     os.replace(staged, target)
-    new_card = {"config": json.loads(card_path(candidate).read_text())["config"], "model_id": model_id(target),
+    new_card = {"config": config, "model_id": model_id(target),
                 "served_model_ids": list(served_model_ids(target)), **new_card,
                 "sha256": file_sha256(target), "measured": measured}
     card_path(target).write_text(json.dumps(new_card, indent=2) + "\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..interface import DEFAULT_MAX_PIXELS
 from ..runtime import tiling
 from ..runtime.graphs import export_code_hash, export_graphs, graph_cache_dir
-from ..weights import default_weights_path, file_sha256, served_model_ids
+from ..weights import default_weights_path, file_sha256, served_model_ids, weights_config
 
 __all__ = ["DEFAULT_BUILD_DIR", "GRAPHS", "VIEWER_SOURCE", "ViewerError", "build_viewer", "ensure_node_modules"]
 
@@ -82,10 +82,7 @@ def _macs_per_block(graph_dir: Path) -> dict[str, int]:
 
 def weights_scale(weights: Path) -> int:
     """The model's scale from the weights file's config (read without torch)."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), framework="numpy") as f:
-        return int(json.loads((f.metadata() or {})["config"])["scale"])
+    return int(weights_config(weights)["scale"])
 
 
 def build_viewer(out_dir: str | Path = DEFAULT_BUILD_DIR, weights: str | Path | None = None,
