@@ -100,7 +100,7 @@ def ship(candidate: Path, rd: Path, stored: dict[str, Path] | None = None, card:
             if retired.exists():
                 raise FileExistsError(f"{retired} already exists; not overwriting a shipped generation")
     runs = history.get("runs", []) + fields.pop("runs", [])
-    new_card = {**history, **fields, **({"runs": runs} if runs else {})}
+    carried = {**history, **fields, **({"runs": runs} if runs else {})}  # the card's fields beside the derived ones
     if retired is not None:
         retired.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(target, retired)
@@ -108,10 +108,9 @@ def ship(candidate: Path, rd: Path, stored: dict[str, Path] | None = None, card:
     staged = target.with_name(target.name + ".new")  # same folder: the swap below is atomic
     shutil.copyfile(candidate, staged)
     os.replace(staged, target)
-    new_card = {"config": config, "model_id": model_id(target),
-                "served_model_ids": list(served_model_ids(target)), **new_card,
-                "sha256": file_sha256(target), "measured": measured}
-    card_path(target).write_text(json.dumps(new_card, indent=2) + "\n")
+    shipped_card = {"config": config, "model_id": model_id(target), "served_model_ids": list(served_model_ids(target)),
+                    **carried, "sha256": file_sha256(target), "measured": measured}
+    card_path(target).write_text(json.dumps(shipped_card, indent=2) + "\n")
     return target
 
 
