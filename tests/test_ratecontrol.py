@@ -145,6 +145,32 @@ def test_optimize_three_steps_gives_a_valid_file(tmp_path):
     assert read_thumbnail(out.read_bytes()).hr_size == (128, 96)
 
 
+def test_bench_optimize_measures_what_the_cli_writes_and_decodes(tmp_path, monkeypatch):
+    """`bench optimize` reports files as a user gets them: its plain row is the CLI's default
+    encode, decoded by the default runtime; the optimized rows are PyTorch's files, same decoder."""
+    import json
+
+    from conftest import small_weights
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))
+    weights = small_weights(tmp_path / "w.safetensors", 1)
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    image = photo_like(96, 64, seed=4)
+    save_image(image, data / "a.png")
+    assert main(["bench", "optimize", "--data", str(data), "--limit", "1", "--steps", "2", "--weights", str(weights),
+                 "--threads", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "optimize.json").read_text())
+    assert result["meta"]["runtime"] == "openvino"
+    plain, optimized = result["rows"]
+    assert main(["encode", str(data / "a.png"), "-o", str(tmp_path / "a.jpg"), "--weights", str(weights)]) == 0
+    written = (tmp_path / "a.jpg").read_bytes()
+    assert plain["bpp"] == pytest.approx(bpp(len(written), 96, 64))
+    assert plain["psnr"] == pytest.approx(psnr(Pipeline(weights).decode(written), image))
+    assert optimized["steps"] == 2 and 0 <= optimized["best_step"] <= 2 and len(optimized["history"]) == 3
+    assert [p["steps"] for p in result["points"]] == [0, 2]
+
+
 # ----------------------------------------------------------------------------- served TABLE_SCALE
 
 

@@ -266,6 +266,17 @@ def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
     assert float(obj.min_thumbnail_psnr) == pytest.approx(start_floor + 0.5 - 1.0)  # both held: give back
 
 
+def test_damped_steering_moves_the_bpp_target_part_way(tmp_path: Path) -> None:
+    from hyperthumbnail.model import ModelConfig
+    from hyperthumbnail.training.train import TrainConfig, Trainer
+
+    trainer = Trainer(TrainConfig(data=str(tmp_path), run_dir=str(tmp_path / "run"), val_data=None,
+                                  val_target_bpp=0.30, val_bpp_gain=0.5, model=ModelConfig(**SMALL)))
+    start = float(trainer.objective.target_bpp)
+    trainer._steer_targets({"bpp": 0.33, "lr_psnr": 35.0, "lr_psnr_worst": 32.0})
+    assert float(trainer.objective.target_bpp) == pytest.approx(start * (0.30 / 0.33) ** 0.5)  # half the log ratio
+
+
 def test_warm_start_fits_the_rate_model_before_training(image_folder: Path, tmp_path: Path) -> None:
     from hyperthumbnail.model import HyperThumbnail, ModelConfig
     from hyperthumbnail.training.train import TrainConfig, Trainer

@@ -1,8 +1,9 @@
 """What optimization-based encoding (`encode --optimize N`) buys, and what it costs.
 
-For each image: the plain encode (torch runtime, the encoder's coefficients), then
-`optimize_encoding` with each N in --steps. Every file is decoded and measured like `bench rd`
-(real bpp, HR PSNR/SSIM, thumbnail PSNR of the file vs Pillow bicubic). Reports per N the mean
+For each image: the plain encode, then `optimize_encoding` (PyTorch: it needs gradients) with
+each N in --steps. The plain encode and every decode run on --runtime (default: the CLI's
+default, so the numbers are what `encode [--optimize N]` + `decode` give a user); every file is
+measured like `bench rd` (real bpp, HR PSNR/SSIM, thumbnail PSNR of the file vs Pillow bicubic). Reports per N the mean
 change against the plain encode and the time per image and per step, wall clock and CPU seconds
 of this process (on a shared machine the CPU time is the steadier of the two; the optimization
 includes its own encoder pass, the plain time is one encode). Writes optimize.json.
@@ -21,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from ..codec.images import list_images, load_image
@@ -36,7 +38,8 @@ def measure(pipeline: Pipeline, image: np.ndarray, data: bytes) -> dict[str, flo
     return image_metrics(image, Coded(data, pipeline.decode(data)), pipeline.scale)
 
 
-def run_image(pipeline: Pipeline, path: Path, steps: list[int], table_scale: float, config: OptimizeConfig) -> list[dict]:
+def run_image(pipeline: Pipeline, model: torch.nn.Module, path: Path, steps: list[int], table_scale: float,
+              config: OptimizeConfig) -> list[dict]:
     image = load_image(path)
     common = {"image": path.name, "width": image.shape[1], "height": image.shape[0]}
     wall, cpu = time.perf_counter(), time.process_time()
@@ -45,7 +48,7 @@ def run_image(pipeline: Pipeline, path: Path, steps: list[int], table_scale: flo
     rows = [{**common, "steps": 0, **measure(pipeline, image, plain), **timing}]
     for n in steps:
         cpu = time.process_time()
-        result = optimize_encoding(pipeline.model, image, n, table_scale, config)
+        result = optimize_encoding(model, image, n, table_scale, config)
         timing = {"seconds": result.seconds, "cpu_seconds": time.process_time() - cpu}
         rows.append({**common, "steps": n, **measure(pipeline, image, result.data), **timing,
                      "best_step": result.best_step, "history": result.history})
@@ -73,19 +76,20 @@ def summarize(rows: list[dict], steps: list[int]) -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     steps = sorted(int(s) for s in args.steps.split(","))
-    pipeline = Pipeline(args.weights, runtime="torch", threads=args.threads)  # gradients need torch
+    pipeline = Pipeline(args.weights, runtime=args.runtime, threads=args.threads)
+    model = (pipeline if args.runtime == "torch" else Pipeline(args.weights, runtime="torch", threads=args.threads)).model
     config = OptimizeConfig() if args.lr is None else OptimizeConfig(lr=args.lr)
     paths = list_images(args.data)[:args.limit]
     started = time.monotonic()
     rows = [row for path in tqdm(paths, desc="optimize", unit="img")
-            for row in run_image(pipeline, path, steps, args.table_scale, config)]
+            for row in run_image(pipeline, model, path, steps, args.table_scale, config)]
     points = summarize(rows, steps)
     card = card_path(pipeline.weights)
     results = {
         "meta": {"date": utc_now(), "command": shlex.join([sys.executable, *sys.argv]), "machine": machine_info(),
                  "data": str(args.data), "images": [p.name for p in paths], "table_scale": args.table_scale,
                  "config": asdict(config),
-                 "threads": args.threads,
+                 "threads": args.threads, "runtime": args.runtime,
                  "weights": {"path": str(pipeline.weights), "sha256": file_sha256(pipeline.weights),
                              "status": json.loads(card.read_text()).get("status") if card.is_file() else None},
                  "elapsed_s": round(time.monotonic() - started, 1)},

@@ -130,7 +130,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     opt.add_argument("--table-scale", type=float, default=1.0, help="rate: QPM table scale of every encode")
     opt.add_argument("--lr", type=float, default=None, help="Adam step, in quantization steps (default: OptimizeConfig's)")
     opt.add_argument("--weights", default=None, help="weights (.safetensors/.pt); default: shipped")
-    opt.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    opt.add_argument("--runtime", choices=("openvino", "onnx", "torch"), default="openvino",
+                     help="runtime of the plain encode and of every decode (the optimization itself is PyTorch)")
+    opt.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
     opt.add_argument("--out", default="benchmarks/results")
     opt.set_defaults(func=_module_run("optimize_encoding"))
 

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="extra weight on the thumbnail's Cb/Cr error (colour speckle)")
     p.add_argument("--val-target-bpp", type=float, default=None,
                    help="steer the training bpp target so validation's real files land here")
+    p.add_argument("--val-bpp-gain", type=float, default=1.0,
+                   help="fraction of the log(target/validation bpp) applied to the training target per "
+                        "validation (1: the whole ratio; 0.5 damps the swing of a bpp that answers late)")
     p.add_argument("--val-min-thumbnail-psnr", type=float, default=None,
                    help="steer the training thumbnail floor so validation's mean thumbnail holds this")
     p.add_argument("--val-min-thumbnail-worst", type=float, default=None,
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         rate_prefit_steps=args.rate_prefit_steps, select_max_bpp=args.select_max_bpp,
         select_min_thumbnail_psnr=args.select_min_thumbnail_psnr,
         select_min_thumbnail_worst=args.select_min_thumbnail_worst, val_target_bpp=args.val_target_bpp,
+        val_bpp_gain=args.val_bpp_gain,
         val_min_thumbnail_psnr=args.val_min_thumbnail_psnr, val_min_thumbnail_worst=args.val_min_thumbnail_worst,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr,
                           min_guide_weight=args.min_guide_weight, init_guide_weight=args.init_guide_weight,

@@ -54,6 +54,9 @@ class TrainConfig:
     select_min_thumbnail_worst: float | None = None  # best.pt also needs the worst image's thumbnail this high
     # Steer the training targets from validation on real files (None: leave them fixed):
     val_target_bpp: float | None = None             # mean whole-file bpp the run should land on
+    # Fraction of the log bpp ratio applied per validation: the bpp answers a move ~750 steps
+    # later, so the full step (1.0) overshoots and swings; 0.5 moves half way (docs/training.md).
+    val_bpp_gain: float = 1.0
     val_min_thumbnail_psnr: float | None = None     # mean thumbnail PSNR the run must hold
     val_min_thumbnail_worst: float | None = None    # worst image's thumbnail PSNR it must hold
     init_weights: str | None = None  # start a NEW run from these weights (ignored when resuming)
@@ -388,7 +391,7 @@ class Trainer:
         cfg, obj = self.cfg, self.objective
         notes = []
         if cfg.val_target_bpp:
-            ratio = min(max(cfg.val_target_bpp / val["bpp"], 0.9), 1.1)  # at most 10% per validation
+            ratio = min(max((cfg.val_target_bpp / val["bpp"]) ** cfg.val_bpp_gain, 0.9), 1.1)  # <= 10% a time
             obj.target_bpp.mul_(ratio)
             notes.append(f"train target {float(obj.target_bpp):.4f} bpp")
         gaps = []
