@@ -145,6 +145,23 @@ def test_optimize_three_steps_gives_a_valid_file(tmp_path):
     assert read_thumbnail(out.read_bytes()).hr_size == (128, 96)
 
 
+def test_optimize_refuses_a_photo_whose_gradients_do_not_fit(tmp_path, monkeypatch):
+    import psutil
+
+    from hyperthumbnail.codec.steps import StepError
+    from hyperthumbnail.optimize import BYTES_PER_PIXEL, check_memory
+
+    check_memory(6028, 3391, available=BYTES_PER_PIXEL * 6028 * 3391)  # fits exactly
+    with pytest.raises(StepError, match=r"optimizing a 6028x3391 photo needs about 8\.8 GiB .* 2\.0 GiB is available"):
+        check_memory(6028, 3391, available=2 * 2**30)
+    # The CLI says so in one line; nothing is written.
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": 2**20})())
+    source, out = tmp_path / "small.png", tmp_path / "opt.jpg"
+    save_image(photo_like(128, 96, seed=3), source)
+    assert main(["encode", str(source), "-o", str(out), "--optimize", "2"]) == 1
+    assert not out.exists()
+
+
 def test_bench_optimize_measures_what_the_cli_writes_and_decodes(tmp_path, monkeypatch):
     """`bench optimize` reports files as a user gets them: its plain row is the CLI's default
     encode, decoded by the default runtime; the optimized rows are PyTorch's files, same decoder."""
