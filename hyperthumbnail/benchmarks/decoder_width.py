@@ -2,8 +2,9 @@
 
 Issue #24 widens the decoder only where that is no slower: oneDNN's bf16 kernels pad channels to
 their vector blocks, so 24 and 32 channels can cost about the same on one CPU and not on another.
-For each `--widths` value a model of the shipped architecture with that `decoder_feats` (random
-weights: the time does not depend on them) has its `decoder_body` exported as the product exports
+For each `--widths` value (`W`, or `WxB` for W features and B residual blocks; B defaults to the
+shipped 16) a model of the shipped architecture with that shape (random weights: the time does
+not depend on them) has its `decoder_body` exported as the product exports
 it (the skip folded into the LR tail, uint8 output) and run by the default runtime and precision on
 the features of a `--resolution` photo; the bodies alternate, `--repeats` times after a first call
 each. Writes decoder_width.json with the times and each width's ratio to the first.
@@ -26,16 +27,26 @@ from .machine import machine_info, utc_now
 from .speed import parse_resolution
 
 
-def export_body(width: int, path: Path) -> Path:
-    """`decoder_body` of a random model with `width` decoder features (the zero-initialised tail
-    given weights too, so the graph is not constant-folded away)."""
+def parse_shape(text: str) -> tuple[int, int]:
+    """'32' -> (32, 16); '32x12' -> (32, 12): decoder features x residual blocks."""
+    from ..model import ModelConfig
+
+    width, _, blocks = text.strip().partition("x")
+    return int(width), int(blocks) if blocks else ModelConfig().decoder_blocks
+
+
+def export_body(width: int, path: Path, blocks: int | None = None) -> Path:
+    """`decoder_body` of a random model with `width` decoder features and `blocks` residual blocks
+    (default: the shipped number; the zero-initialised tail given weights too, so the graph is not
+    constant-folded away)."""
     import torch
 
     from ..export.onnx_export import export_graph
     from ..model import HyperThumbnail, ModelConfig
 
     torch.manual_seed(width)
-    model = HyperThumbnail(ModelConfig(decoder_feats=width)).eval()
+    shape = {"decoder_feats": width} | ({"decoder_blocks": blocks} if blocks else {})
+    model = HyperThumbnail(ModelConfig(**shape)).eval()
     for module in model.decoder.modules():
         if isinstance(module, torch.nn.Conv2d) and not module.weight.any():
             torch.nn.init.normal_(module.weight, std=0.01)
@@ -45,15 +56,16 @@ def export_body(width: int, path: Path) -> Path:
 def run(args: argparse.Namespace) -> int:
     if args.repeats < 1:
         raise ValueError("--repeats must be at least 1")
-    widths = [int(w) for w in args.widths.split(",")]
+    widths = [w.strip() for w in args.widths.split(",")]
+    shapes = {w: parse_shape(w) for w in widths}
     width, height = parse_resolution(args.resolution)
     precision = graph_precisions("openvino", "auto", names=("decoder_body",))["decoder_body"]
     blocks = (-(-height // 32), -(-width // 32))  # the padded photo's 8x8 blocks at LR
     features = np.random.default_rng(0).random((1, 27, 8 * blocks[0], 8 * blocks[1]), dtype=np.float32)
-    times: dict[int, list[float]] = {w: [] for w in widths}
+    times: dict[str, list[float]] = {w: [] for w in widths}
     with tempfile.TemporaryDirectory(prefix="hyperthumbnail-width-") as tmp:
-        bodies = {w: make_runner(export_body(w, Path(tmp) / f"body_{w}.onnx"), "openvino", precision, args.threads)
-                  for w in widths}
+        bodies = {w: make_runner(export_body(shapes[w][0], Path(tmp) / f"body_{w}.onnx", shapes[w][1]), "openvino",
+                                 precision, args.threads) for w in widths}
         for body in bodies.values():
             body.run({"features": features})  # kernels prepared for this shape
         for _ in range(args.repeats):

@@ -278,7 +278,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "times them with the default runtime and precision on the features of a --resolution photo, alternating. "
         "Writes decoder_width.json (issue #24: widen only where it is no slower).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    width.add_argument("--widths", default="24,32,40", help="comma-separated decoder_feats; ratios are to the first")
+    width.add_argument("--widths", default="24,32,40",
+                       help="comma-separated decoder shapes, W (features) or WxB (features x residual blocks; "
+                       "B defaults to the shipped 16); ratios are to the first")
     width.add_argument("--resolution", default="6k", help="1080p, 4k, 6k or WxH")
     width.add_argument("--repeats", type=int, default=3, help="timed runs of each body")
     width.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")

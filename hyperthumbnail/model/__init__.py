@@ -1,3 +1,3 @@
-from .hyperthumbnail import HyperThumbnail, ModelConfig
+from .hyperthumbnail import DECODER_BODY_SHAPE, HyperThumbnail, ModelConfig
 
-__all__ = ["HyperThumbnail", "ModelConfig"]
+__all__ = ["DECODER_BODY_SHAPE", "HyperThumbnail", "ModelConfig"]

@@ -2,7 +2,7 @@
 thumbnail, rate estimate), `encode`/`decode` for inference on real quantized coefficients."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -28,6 +28,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def same_encoder_side(self, other: ModelConfig) -> bool:
+        """Whether `other` differs at most in the decoder body's shape (a reshaped decoder,
+        `training/reshape.py`, still decodes the thumbnails of encoders of this shape)."""
+        return replace(other, **{k: getattr(self, k) for k in DECODER_BODY_SHAPE}) == self
+
+
+# The fields a decoder reshape changes; every other field shapes the encoder, QPM or coefficient branch.
+DECODER_BODY_SHAPE = ("decoder_feats", "decoder_blocks")
 
 
 class HyperThumbnail(nn.Module):

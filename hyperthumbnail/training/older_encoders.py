@@ -39,7 +39,7 @@ class OlderEncoders:
         self.weights = tuple(w for w in dict.fromkeys(weights) if model_id(w) != own_id)
         self.models = [load_model(w).to(device) for w in self.weights]  # frozen, for validation
         for w, m in zip(self.weights, self.models):
-            if m.config != config:
+            if not config.same_encoder_side(m.config):
                 raise ValueError(f"{w}: another architecture than --init-weights ({m.config} vs {config}); "
                                  "one decoder serves encoders of one shape")
         # every model id their thumbnails were made by, the older files' own `also_decodes` included

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..model import HyperThumbnail, ModelConfig
+from ..model import DECODER_BODY_SHAPE, HyperThumbnail, ModelConfig
 from ..weights import load_checkpoint
 from .amp import autocast_dtype
 from .calibration import real_scan_bits
@@ -65,6 +65,22 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
+def run_architecture(cfg: TrainConfig) -> ModelConfig:
+    """The model a run trains: the config's, with the decoder body's shape of the run's checkpoint
+    when resuming, else of --init-weights (a decoder reshaped by `training/reshape.py`)."""
+    from ..weights import weights_config
+
+    checkpoint = Path(cfg.run_dir) / "last.pt"
+    if checkpoint.exists():
+        source = load_checkpoint(checkpoint).get("model_config", {})
+    elif cfg.init_weights and Path(cfg.init_weights).suffix == ".safetensors":
+        source = weights_config(cfg.init_weights)
+    else:
+        source = {}
+    shape = {k: source[k] for k in DECODER_BODY_SHAPE if k in source}
+    return ModelConfig(**{**asdict(cfg.model), **shape, "scale": cfg.scale})
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
@@ -77,7 +93,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = False
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(cfg.seed)
-        self.model = HyperThumbnail(ModelConfig(**{**asdict(cfg.model), "scale": cfg.scale})).to(self.device)
+        self.model = HyperThumbnail(run_architecture(cfg)).to(self.device)
         self.ema = HyperThumbnail(self.model.config).to(self.device).eval()
         self.ema.load_state_dict(self.model.state_dict())
         self.amp_dtype = autocast_dtype(self.device, cfg.amp)
