@@ -83,8 +83,10 @@ def _crops(model: HyperThumbnail, data: Path, count: int, size: int, seed: int) 
     rng = np.random.default_rng(seed)
     paths = list_images(data)
     feats, hrs = [], []
-    for _ in range(count):
+    while len(hrs) < count:
         image = load_image(paths[rng.integers(len(paths))])
+        if min(image.shape[:2]) < size:
+            continue
         y = rng.integers(0, image.shape[0] - size + 1)
         x = rng.integers(0, image.shape[1] - size + 1)
         hr = torch.from_numpy(np.ascontiguousarray(image[y:y + size, x:x + size])).permute(2, 0, 1)[None].float() / 255
@@ -143,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     widened = _mse(model, features, hr)
     removed = drop_blocks(model, args.decoder_blocks, features, hr)
     model.config = replace(config, decoder_feats=args.decoder_feats, decoder_blocks=args.decoder_blocks)
-    psnr = lambda mse: -10 * np.log10(mse)  # noqa: E731
+    def psnr(mse: float) -> float:
+        return -10 * np.log10(mse)
+
     print(f"decoder on {args.crops} training crops: {psnr(before):.3f} dB; widened to {args.decoder_feats}: "
           f"{psnr(widened):.3f} dB")
     for index, mse in removed:

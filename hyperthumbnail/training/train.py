@@ -71,7 +71,7 @@ def run_architecture(cfg: TrainConfig) -> ModelConfig:
     from ..weights import weights_config
 
     checkpoint = Path(cfg.run_dir) / "last.pt"
-    if checkpoint.exists():
+    if checkpoint.exists():  # read whole here and again by resume(): 40 MB, once per start
         source = load_checkpoint(checkpoint).get("model_config", {})
     elif cfg.init_weights and Path(cfg.init_weights).suffix == ".safetensors":
         source = weights_config(cfg.init_weights)
