@@ -32,6 +32,7 @@ Needs the PyTorch model (gradients): `Pipeline(runtime="torch").model`.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ import numpy as np
 import psutil
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from .codec.steps import StepError, encode_thumbnail, preprocess
 from .codec.thumbnail import scan_bytes
@@ -95,8 +97,9 @@ def check_memory(width: int, height: int, available: int | None = None) -> None:
 
 
 def optimize_encoding(model: HyperThumbnail, image: np.ndarray, steps: int, table_scale: float = 1.0,
-                      config: OptimizeConfig = OptimizeConfig()) -> OptimizeResult:
-    """Encode `image` (HxWx3 uint8 RGB) with `steps` Adam steps on its coefficients -> .jpg bytes + log."""
+                      config: OptimizeConfig = OptimizeConfig(), progress: bool = False) -> OptimizeResult:
+    """Encode `image` (HxWx3 uint8 RGB) with `steps` Adam steps on its coefficients -> .jpg bytes + log.
+    `progress`: a bar on stderr when it is a terminal (a 6K photo takes about a minute per step)."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if steps:
@@ -104,7 +107,7 @@ def optimize_encoding(model: HyperThumbnail, image: np.ndarray, steps: int, tabl
     was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
     model.eval().requires_grad_(False)  # gradients for the coefficients only
     try:
-        return _optimize(model, image, steps, table_scale, config)
+        return _optimize(model, image, steps, table_scale, config, progress)
     finally:
         model.train(was_training)
         for p, flag in zip(model.parameters(), flags):
@@ -112,7 +115,7 @@ def optimize_encoding(model: HyperThumbnail, image: np.ndarray, steps: int, tabl
 
 
 def _optimize(model: HyperThumbnail, image: np.ndarray, steps: int, table_scale: float,
-              config: OptimizeConfig) -> OptimizeResult:
+              config: OptimizeConfig, progress: bool) -> OptimizeResult:
     start_time = time.perf_counter()
     scale = model.scale
     chw, hr_size = preprocess(image, scale)
@@ -148,6 +151,7 @@ def _optimize(model: HyperThumbnail, image: np.ndarray, steps: int, table_scale:
     log_limit = math.log(config.max_weight)
     best_mse, best_data, best_step = math.inf, plain, 0
     history: list[dict[str, float]] = []
+    bar = tqdm(total=steps, desc="optimize", unit="step", leave=False, disable=not (progress and sys.stderr.isatty()))
     for step in range(steps + 1):  # step 0 measures the plain encode; the last update is not taken
         with torch.no_grad():  # what the file written now would give
             q = torch.round(y).clamp(-COEF_LIMIT, COEF_LIMIT)
@@ -175,4 +179,7 @@ def _optimize(model: HyperThumbnail, image: np.ndarray, steps: int, table_scale:
         log_w_guide += config.dual_lr * (thumb_floor - thumb_psnr) / 10.0
         log_w_rate = min(max(log_w_rate, -log_limit), log_limit)
         log_w_guide = min(max(log_w_guide, -log_limit), log_limit)
+        bar.update()
+        bar.set_postfix(hr_psnr=f"{stats['hr_psnr']:.2f}", kept=best_step)
+    bar.close()
     return OptimizeResult(best_data, table_scale, best_step, time.perf_counter() - start_time, history)

@@ -122,7 +122,7 @@ def test_cli_target_bpp_and_rate(tmp_path, pipeline, image, capsys):
     assert main(["encode", str(source), "-o", str(out), "--rate", "0"]) == 1
 
 
-def test_optimize_three_steps_gives_a_valid_file(tmp_path):
+def test_optimize_three_steps_gives_a_valid_file(tmp_path, capsys):
     from hyperthumbnail.optimize import optimize_encoding
 
     image = photo_like(128, 96, seed=3)
@@ -143,6 +143,7 @@ def test_optimize_three_steps_gives_a_valid_file(tmp_path):
     save_image(image, source)
     assert main(["encode", str(source), "-o", str(out), "--optimize", "2", "--threads", "2"]) == 0
     assert read_thumbnail(out.read_bytes()).hr_size == (128, 96)
+    assert "optimize:" not in capsys.readouterr().err  # the step bar is for terminals, not logs
 
 
 def test_optimize_refuses_a_photo_whose_gradients_do_not_fit(tmp_path, monkeypatch):

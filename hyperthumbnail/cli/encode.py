@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter() - start
     start = time.perf_counter()
     try:
-        encoder = rate_options.RateControlledEncoder(pipeline, args, max_pixels)
+        encoder = rate_options.RateControlledEncoder(pipeline, args, max_pixels, progress=True)
         data = encoder.encode(image)
     except StepError as exc:
         raise CLIError(f"{args.input}: {exc}") from exc

@@ -65,9 +65,10 @@ class RateControlledEncoder:
     """
 
     def __init__(self, encoder: TwoStageEncoder | ServerRateControl, args: argparse.Namespace,
-                 max_pixels: int | None = None):
+                 max_pixels: int | None = None, progress: bool = False):
         self.encoder = encoder
         self.args = args
+        self.progress = progress  # --optimize's step bar (one file; folder mode has its own bar)
         in_process = not isinstance(encoder, ServerRateControl)
         self.kwargs = {"max_pixels": max_pixels} if in_process and max_pixels is not None else {}
         self.note = ""
@@ -93,7 +94,7 @@ class RateControlledEncoder:
         if args.optimize:
             from ..optimize import optimize_encoding
 
-            result = optimize_encoding(self.encoder.model, image, args.optimize, table_scale)
+            result = optimize_encoding(self.encoder.model, image, args.optimize, table_scale, progress=self.progress)
             data = result.data
             first, kept = result.history[0], result.history[result.best_step]
             notes.append(f"{args.optimize} optimization steps in {result.seconds:.1f} s, kept step "
