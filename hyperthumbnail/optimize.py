@@ -99,7 +99,7 @@ def check_memory(width: int, height: int, available: int | None = None) -> None:
 def optimize_encoding(model: HyperThumbnail, image: np.ndarray, steps: int, table_scale: float = 1.0,
                       config: OptimizeConfig = OptimizeConfig(), progress: bool = False) -> OptimizeResult:
     """Encode `image` (HxWx3 uint8 RGB) with `steps` Adam steps on its coefficients -> .jpg bytes + log.
-    `progress`: a bar on stderr when it is a terminal (a 6K photo takes about a minute per step)."""
+    `progress`: a bar on stderr when it is a terminal (a 6K photo takes minutes per step)."""
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if steps:
