@@ -86,7 +86,7 @@ def plot(points: list[dict], rows: list[dict], path: Path, title: str) -> None:
 
     plain = {r["image"]: r for r in rows if r["steps"] == 0}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    names = sorted(plain, key=lambda name: name)
+    names = sorted(plain)
     steps = [p["steps"] for p in points if p["steps"]]
     width = 0.8 / max(len(steps), 1)
     for i, n in enumerate(steps):

@@ -70,8 +70,6 @@ def widen_body(body: EDSRLite, feats: int, seed: int = 0) -> None:
     body.body[-1] = _grow_conv(body.body[-1], feats, feats, generator)
     tail = body.tail[0]
     body.tail[0] = _grow_conv(tail, tail.out_channels, feats, generator)  # reads the new channels with zeros
-    with torch.no_grad():
-        body.tail[0].weight[:, old:] = 0.0
 
 
 @torch.no_grad()
