@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     config = model.config
     if args.decoder_blocks > config.decoder_blocks or args.decoder_blocks < 1:
         p.error(f"--decoder-blocks must be 1..{config.decoder_blocks}")
-    torch.manual_seed(args.seed)
     features, hr = _crops(model, Path(args.data), args.crops, args.crop_size, args.seed)
     before = _mse(model, features, hr)
     widen_body(model.decoder.body, args.decoder_feats, args.seed)
