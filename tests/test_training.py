@@ -250,6 +250,22 @@ def test_mse_term_adds_to_the_photo_loss_in_joint_runs() -> None:
     assert stats_mse["l1"] == pytest.approx(stats["l1"])  # the logged L1 stays the L1
 
 
+def test_both_multipliers_start_where_the_command_line_says() -> None:
+    """A warm start of an MSE run from shipped weights needs both multipliers scaled up with the
+    photo loss (docs/training.md, x4j4): the rate multiplier's start is a flag too."""
+    from hyperthumbnail.cli import build_parser
+    from hyperthumbnail.cli.train import train_config
+    from hyperthumbnail.training.objective import RateDistortionObjective
+
+    args = build_parser().parse_args(["train", "--init-rate-weight", "2.8", "--init-guide-weight", "30",
+                                      "--min-guide-weight", "21.6", "--mse-weight", "1000"])
+    objective = RateDistortionObjective(train_config(args).objective)
+    assert float(objective.log_rate_weight.exp()) == pytest.approx(2.8)
+    assert float(objective.log_guide_weight.exp()) == pytest.approx(30.0)
+    default = RateDistortionObjective(train_config(build_parser().parse_args(["train"])).objective)
+    assert float(default.log_rate_weight.exp()) == pytest.approx(0.05)
+
+
 def test_validation_steers_the_training_targets(tmp_path: Path) -> None:
     from hyperthumbnail.model import ModelConfig
     from hyperthumbnail.training.train import TrainConfig, Trainer

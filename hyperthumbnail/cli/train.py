@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CLIError
+
+if TYPE_CHECKING:
+    from ..training.train import TrainConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-guide-weight", type=float, default=0.0,
                    help="floor on the thumbnail guide multiplier (0: none); it never decays below this")
     p.add_argument("--init-guide-weight", type=float, default=2.0, help="starting thumbnail guide multiplier")
+    p.add_argument("--init-rate-weight", type=float, default=0.05,
+                   help="starting rate multiplier (a warm start from weights; a resumed run keeps its own). "
+                        "With --mse-weight the photo loss is larger, so the multipliers must be too: "
+                        "docs/training.md")
     p.add_argument("--guide-power", type=float, default=1.0,
                    help="power mean over a batch's images of their thumbnail MSE (> 1 weights the worst more)")
     p.add_argument("--chroma-weight", type=float, default=0.0,
@@ -90,15 +98,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration from the command line."""
     from ..training.objective import ObjectiveConfig
-    from ..training.train import TrainConfig, Trainer
+    from ..training.train import TrainConfig
 
-    if args.device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise CLIError("--device cuda requested but no CUDA GPU is visible to PyTorch")
-    cfg = TrainConfig(
+    return TrainConfig(
         data=args.data, run_dir=args.run_dir, val_data=args.val_data or None,
         val_limit=args.val_limit or None, scale=args.scale, steps=args.steps, max_minutes=args.max_minutes,
         batch=args.batch, crop=args.crop, warmup_crop=args.warmup_crop, warmup_crop_frac=args.warmup_crop_frac,
@@ -112,9 +117,19 @@ def run(args: argparse.Namespace) -> int:
         val_min_thumbnail_psnr=args.val_min_thumbnail_psnr, val_min_thumbnail_worst=args.val_min_thumbnail_worst,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr,
                           min_guide_weight=args.min_guide_weight, init_guide_weight=args.init_guide_weight,
-                          guide_power=args.guide_power, chroma_weight=args.chroma_weight,
-                          mse_weight=args.mse_weight),
+                          init_rate_weight=args.init_rate_weight, guide_power=args.guide_power,
+                          chroma_weight=args.chroma_weight, mse_weight=args.mse_weight),
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.train import Trainer
+
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise CLIError("--device cuda requested but no CUDA GPU is visible to PyTorch")
+    cfg = train_config(args)
     cache = args.cache_dir or str(Path(args.run_dir).parent / f"cache-x{args.scale}")
     if args.decoder_only:
         from ..training.decoder_only import DecoderTrainer
