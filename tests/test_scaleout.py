@@ -129,6 +129,20 @@ def encode_successes(replica) -> int:
     return int(m.group(1)) if m else 0
 
 
+def settled_successes(replicas, quiet: float = 0.3, timeout: float = 10.0) -> list[int]:
+    """Each replica's encode count once it has stopped changing for `quiet` seconds: the previous
+    test's last request can still be counted after its reply arrived, and must not land in this one."""
+    deadline = time.monotonic() + timeout
+    counts = [encode_successes(r) for r in replicas]
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = [encode_successes(r) for r in replicas]
+        if now == counts:
+            break
+        counts = now
+    return counts
+
+
 def served_since(replicas, before: list[int], total: int, timeout: float = 10.0) -> list[int]:
     """Encodes each replica served since `before`, once all `total` are counted: a replica counts a
     request just after its response leaves, so a read right after the last reply can miss it."""
@@ -187,7 +201,7 @@ def test_served_from_s3_bytes_equal_in_process_cli(replica_set, tmp_path):
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_both_replicas_receive_requests_from_one_connection(replica_set, protocol):
     """One client (one keep-alive HTTP connection, one gRPC channel) is still spread per request."""
-    before = [encode_successes(r) for r in replica_set.replicas]
+    before = settled_successes(replica_set.replicas)
     image = photo_like(64, 48, seed=1)
     url = replica_set.http_url if protocol == "http" else replica_set.grpc_url
     with HyperThumbnailClient(url, protocol=protocol) as client:
@@ -271,7 +285,7 @@ def test_client_round_robin_over_replicas_skips_a_dead_server(replica_set, proto
     on the next one) and costs no failed request."""
     urls = [r.server.http_url if protocol == "http" else r.server.grpc_url for r in replica_set.replicas]
     image = photo_like(64, 48, seed=6)
-    before = [encode_successes(r) for r in replica_set.replicas]
+    before = settled_successes(replica_set.replicas)
     with HyperThumbnailClient(urls, protocol=protocol) as client:
         outputs = {client.encode(image) for _ in range(6)}
     assert len(outputs) == 1
@@ -286,7 +300,7 @@ def test_async_client_round_robin(replica_set):
 
     urls = [r.server.http_url for r in replica_set.replicas]
     image = photo_like(64, 48, seed=7)
-    before = [encode_successes(r) for r in replica_set.replicas]
+    before = settled_successes(replica_set.replicas)
 
     async def main():
         async with AsyncHyperThumbnailClient([f"127.0.0.1:{free_port()}"] + urls, retries=2) as client:
