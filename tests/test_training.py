@@ -418,3 +418,24 @@ def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder:
     assert {f"psnr_{model_id(old)}", f"psnr_{model_id(new)}"} <= set(header)
     assert main(["train", "--also-decode", str(tmp_path / "missing.safetensors"), "--run-dir", str(tmp_path / "j2")]) == 1
     assert "missing.safetensors" in capsys.readouterr().err
+
+
+def test_a_thumbnail_cache_is_shared_safely(image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs started together build or read one cache: the manifest is written once, atomically
+    (a rewrite raced a reader into a JSONDecodeError), and a photo half-written by a killed build is
+    never loaded: it is encoded again."""
+    from conftest import small_weights
+
+    from hyperthumbnail.training.thumbnail_cache import MANIFEST, CachedThumbnailBank, build_cache
+
+    monkeypatch.setenv("HYPERTHUMBNAIL_CACHE", str(tmp_path / "graphs"))
+    weights, cache = small_weights(tmp_path / "w.safetensors", 4), tmp_path / "cache"
+    build_cache(weights, image_folder, cache, orientations=1, threads=1)
+    first = sorted(cache.glob("*.npz"))[0]
+    manifest = (cache / MANIFEST).stat().st_mtime_ns
+    first.unlink()
+    (cache / f"{first.stem}.123.partial").write_bytes(b"killed halfway")
+    build_cache(weights, image_folder, cache, orientations=1, threads=1)
+    assert (cache / MANIFEST).stat().st_mtime_ns == manifest and first.exists()
+    bank = CachedThumbnailBank(cache, 32, 32, torch.device("cpu"))
+    assert len(bank) == len(list(cache.glob("*.npz")))

@@ -56,7 +56,10 @@ def build_cache(weights: str | Path, data: str | Path, out: str | Path, scale: i
     if manifest_path.exists() and json.loads(manifest_path.read_text()) != manifest:
         raise ValueError(f"{out} holds thumbnails of other weights or settings ({manifest_path}); "
                          "use another --cache-dir or delete it")
-    manifest_path.write_text(json.dumps(manifest, indent=1))
+    if not manifest_path.exists():  # written once, atomically: runs started together share a cache
+        tmp = manifest_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, manifest_path)
     todo = [p for p in list_images(data) if not (out / f"{p.stem}.npz").exists()]
     if not todo:
         return out
@@ -71,8 +74,9 @@ def build_cache(weights: str | Path, data: str | Path, out: str | Path, scale: i
         for k in range(orientations):
             q, tables, _ = decode_thumbnail(pipeline.encode(np.ascontiguousarray(orient(hr, k))), scale)
             arrays[f"q{k}"], arrays[f"tables{k}"] = q.astype(np.int16), tables.astype(np.uint8)
-        tmp = target.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
+        tmp = out / f"{path.stem}.{os.getpid()}.partial"  # not *.npz: the bank never loads a half-written file
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
         os.replace(tmp, target)  # a killed build leaves no half-written photo behind
     return out
 
