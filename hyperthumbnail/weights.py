@@ -142,10 +142,9 @@ def load_model(path: str | Path | None = None, scale: int = 4) -> HyperThumbnail
         raise FileNotFoundError(f"weights not found: {path}")
     if path.suffix == ".pt":  # a training checkpoint
         return load_checkpoint_model(path)
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
     try:
-        with safe_open(str(path), framework="pt") as f:
-            config = ModelConfig(**json.loads((f.metadata() or {})["config"]))
+        config = ModelConfig(**weights_config(path))
         state = {k: v.float() for k, v in load_file(str(path)).items()}
     except (SafetensorError, KeyError, TypeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ValueError(f"{path}: not a HyperThumbnail weights file (.safetensors with a 'config' "
