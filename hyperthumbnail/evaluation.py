@@ -25,15 +25,30 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def thumbnail_file(model: HyperThumbnail, image: np.ndarray,
+                   device: torch.device | str = "cpu") -> tuple[bytes, torch.Tensor, torch.Tensor]:
+    """The .jpg `model` makes of an HxWx3 uint8 photo, with its quantized coefficients and tables."""
+    height, width = image.shape[:2]
+    hr = to_tensor(pad_to_multiple(image, model.block)).to(device)
+    q, tables = model.encode(hr)
+    return encode_thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), (width, height), model.scale), q, tables
+
+
+def folder_bpp(model: HyperThumbnail, folder: str | Path, device: torch.device | str = "cpu") -> float:
+    """Mean bpp of the .jpg files `model` makes of a folder's photos (no decoding)."""
+    images = [load_image(p) for p in list_images(folder)]
+    return float(np.mean([bits_per_pixel(len(thumbnail_file(model, im, device)[0]), im.shape[1], im.shape[0])
+                          for im in images]))
+
+
+@torch.no_grad()
 def evaluate_image(model: HyperThumbnail, image: np.ndarray, device: torch.device | str = "cpu",
                    encoder: HyperThumbnail | None = None) -> dict[str, float]:
     """`encoder`: another model's encoder and QPM make the thumbnail (older weights' thumbnails
     rebuilt by `model`'s decoder); by default `model`'s own."""
     height, width = image.shape[:2]
     s = model.scale
-    hr = to_tensor(pad_to_multiple(image, model.block)).to(device)
-    q, tables = (encoder or model).encode(hr)
-    jpeg = encode_thumbnail(q[0].cpu().numpy(), tables[0].cpu().numpy(), (width, height), s)
+    jpeg, q, tables = thumbnail_file(encoder or model, image, device)
     recon = crop_to(to_uint8(model.decode(q, tables)), width, height)
     thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))  # what any viewer shows
     ref = bicubic_downscale(image, s)

@@ -88,3 +88,47 @@ def test_release_refuses_a_malformed_stored_spec(spec, tmp_path, capsys):
     with pytest.raises(SystemExit):
         release(["ship", str(tmp_path / "c.safetensors"), "--rd", str(tmp_path / "rd.json"), "--stored", spec])
     assert "expected KEY=PATH" in capsys.readouterr().err
+
+
+def test_folding_a_table_scale_scales_the_learned_tables():
+    """`QPM.fold_table_scale`: the learned part of each table (above the +1.49 rounding offset)
+    grows by the scale, within one rounding step, for luma and chroma."""
+    from conftest import photo_like as photo
+
+    from hyperthumbnail.evaluation import to_tensor
+
+    torch.manual_seed(0)
+    model = HyperThumbnail(ModelConfig(**SMALL)).eval()
+    hr = to_tensor(photo(64, 64, seed=3))
+    _, before = model.encode(hr)
+    model.qpm.fold_table_scale(1.5)
+    _, after = model.encode(hr)
+    expected = (before.float() - 1.49) * 1.5 + 1.49
+    assert (after.float() - expected).abs().max() <= 1.0 and (after > before).float().mean() > 0.5
+    with pytest.raises(ValueError, match="positive"):
+        model.qpm.fold_table_scale(0.0)
+
+
+def test_export_fits_the_table_scale_to_a_target_bitrate(tmp_path, capsys):
+    """`export --fit-bpp`: the exported file's own .jpg files average the target (within 2e-4 bpp) on the given photos,
+    its card records the folded scale, and a target out of reach is a clear error."""
+    from hyperthumbnail.evaluation import folder_bpp
+    from hyperthumbnail.weights import load_model
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(2):
+        Image.fromarray(photo_like(128, 96, seed=i)).save(data / f"img{i}.png")
+    ckpt, out = checkpoint(tmp_path / "c.pt", 2), tmp_path / "c.safetensors"
+    assert release(["export", str(ckpt), str(out)]) == 0
+    plain = folder_bpp(load_model(out), data)
+    target = round(plain * 0.9, 4)
+    assert release(["export", str(ckpt), str(out), "--fit-bpp", str(target), "--fit-data", str(data)]) == 0
+    assert "table scale" in capsys.readouterr().out
+    fitted = folder_bpp(load_model(out), data)
+    assert abs(fitted - target) <= 2e-4 or target - 0.02 * plain <= fitted <= target  # the tolerance, else under it
+    assert json.loads(card_path(out).read_text())["qpm_table_scale"] > 1.0
+    assert release(["export", str(ckpt), str(out), "--fit-bpp", "0.0001", "--fit-data", str(data)]) == 1
+    assert "no table scale" in capsys.readouterr().err
+    assert release(["export", str(ckpt), str(out), "--fit-bpp", "0.3"]) == 1
+    assert "--fit-data" in capsys.readouterr().err

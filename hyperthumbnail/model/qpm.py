@@ -64,6 +64,17 @@ class TableMLP(nn.Module):
         with torch.no_grad():
             last.bias.copy_(torch.from_numpy(table[zz] - 1.49))
 
+    @torch.no_grad()
+    def fold_table_scale(self, scale: float) -> None:
+        """Make the learned part of the table `scale` times coarser (> 1: smaller files). The last
+        conv feeds a ReLU, which is positively homogeneous, so scaling its weight and bias scales
+        every block's prediction and their mean; the +1.49 rounding offset stays."""
+        if not scale > 0:
+            raise ValueError(f"a table scale must be positive, got {scale}")
+        last = self.net[-2]
+        last.weight.mul_(scale)
+        last.bias.mul_(scale)
+
     def forward(self, coef: torch.Tensor) -> torch.Tensor:
         """coef: (B, N, 64, h, w) for N components sharing the table -> (B, 64) natural order."""
         b, n, k, h, w = coef.shape
@@ -81,6 +92,12 @@ class QPM(nn.Module):
         super().__init__()
         self.luma = TableMLP(JPEG_LUMA_Q50, init_quality)
         self.chroma = TableMLP(JPEG_CHROMA_Q50, init_quality)
+
+    def fold_table_scale(self, scale: float) -> None:
+        """Both tables' learned parts `scale` times coarser, in the weights (`training/release.py
+        export --fit-bpp` calibrates a model's file size this way; `table_scale` does it per call)."""
+        self.luma.fold_table_scale(scale)
+        self.chroma.fold_table_scale(scale)
 
     @full_precision
     def forward(self, coef: torch.Tensor, table_scale: torch.Tensor | float = 1.0) -> torch.Tensor:

@@ -33,10 +33,52 @@ __all__ = ["export", "measured_block", "ship"]
 DERIVED_FIELDS = ("config", "model_id", "served_model_ids", "sha256", "measured")
 
 
-def export(checkpoint: Path, out: Path, also_decodes: Sequence[str] = ()) -> str:
-    """The checkpoint's EMA weights as fp16 safetensors (a candidate to measure); its model id."""
-    save_weights(load_checkpoint_model(checkpoint), out, {"checkpoint": str(checkpoint)}, tuple(also_decodes))
+def export(checkpoint: Path, out: Path, also_decodes: Sequence[str] = (), table_scale: float = 1.0) -> str:
+    """The checkpoint's EMA weights as fp16 safetensors (a candidate to measure); its model id.
+    `table_scale` != 1 is folded into the QPM (`QPM.fold_table_scale`) and recorded in the card."""
+    model = load_checkpoint_model(checkpoint)
+    card: dict[str, Any] = {"checkpoint": str(checkpoint)}
+    if table_scale != 1.0:
+        model.qpm.fold_table_scale(table_scale)
+        card["qpm_table_scale"] = table_scale
+    save_weights(model, out, card, tuple(also_decodes))
     return model_id(out)
+
+
+def fit_table_scale(checkpoint: Path, out: Path, also_decodes: Sequence[str], data: Path, target_bpp: float,
+                    tolerance: float = 2e-4, probes: int = 12, report=print) -> float:
+    """Export the checkpoint with the table scale whose files average `target_bpp` on `data` (the
+    validation set), within `tolerance`, else the closest one under it: training steers the rate
+    towards a target, but a checkpoint lands a few thousandths off it. Each probe measures the
+    exported fp16 file's own .jpg files (torch runtime); `out` holds the chosen scale's export."""
+    from ..evaluation import folder_bpp
+    from ..weights import load_model
+
+    def probe(scale: float) -> float:
+        export(checkpoint, out, also_decodes, scale)
+        bpp = folder_bpp(load_model(out), data)
+        report(f"table scale {scale:.4f}: {bpp:.4f} bpp")
+        return bpp
+
+    low, high = 0.0, float("inf")  # scales known to give files too large / small enough
+    best = None
+    scale = 1.0
+    for _ in range(probes):
+        bpp = probe(scale)
+        if bpp <= target_bpp and (best is None or bpp > best[1]):
+            best = (scale, bpp)
+        if abs(bpp - target_bpp) <= tolerance:
+            return scale
+        if bpp > target_bpp:
+            low = scale
+        else:
+            high = scale
+        # bpp falls as the scale grows: step out by 5% until bracketed, then halve in log space
+        scale = (low * high) ** 0.5 if low and high != float("inf") else scale * (1.05 if bpp > target_bpp else 1 / 1.05)
+    if best is None:
+        raise ValueError(f"no table scale within {probes} probes gave {target_bpp} bpp or less on {data}")
+    probe(best[0])
+    return best[0]
 
 
 def _summary(results: dict, full: bool) -> dict[str, dict[str, Any]]:
@@ -130,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("out", type=Path)
     ex.add_argument("--also-decode", action="append", default=[], metavar="MODEL_ID",
                     help="an older encoder's model id whose thumbnails the candidate's decoder serves (repeatable)")
+    ex.add_argument("--fit-bpp", type=float, metavar="BPP",
+                    help="fold into the QPM the table scale whose files average BPP on --fit-data (the validation set)")
+    ex.add_argument("--fit-data", type=Path, help="photos for --fit-bpp (e.g. ../shared/datasets/kodak)")
     sh = sub.add_parser("ship", help="install a measured candidate as the shipped weights of its scale")
     sh.add_argument("candidate", type=Path)
     sh.add_argument("--rd", type=Path, required=True, help="rd.json of `bench rd --weights CANDIDATE`")
@@ -138,7 +183,13 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--card", type=Path, help="JSON of card fields (version, checkpoint, date, runs to append, ...)")
     args = parser.parse_args(argv)
     try:
-        if args.step == "export":
+        if args.step == "export" and args.fit_bpp is not None:
+            if args.fit_data is None:
+                raise ValueError("--fit-bpp needs --fit-data (the validation photos)")
+            scale = fit_table_scale(args.checkpoint, args.out, args.also_decode, args.fit_data, args.fit_bpp)
+            print(f"wrote {args.out} (table scale {scale:.4f} folded; model id {model_id(args.out)}, "
+                  f"serves {', '.join(served_model_ids(args.out))})")
+        elif args.step == "export":
             print(f"wrote {args.out} (model id {export(args.checkpoint, args.out, args.also_decode)}, "
                   f"serves {', '.join(served_model_ids(args.out))})")
         else:
