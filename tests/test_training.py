@@ -408,10 +408,14 @@ def test_decoder_only_training_on_an_older_encoders_thumbnails_too(image_folder:
     # A joint run (the encoder moves away from both) keeps both older encoders' thumbnails decoding:
     # every step adds the photo loss of a half batch of their cached thumbnails.
     from hyperthumbnail.training.older_encoders import JointTrainer
-    joint_cfg = replace(cfg, run_dir=str(tmp_path / "joint"), rate_prefit_steps=1)
+    joint_cfg = replace(cfg, run_dir=str(tmp_path / "joint"), rate_prefit_steps=1, keep_validated=True)
     joint = JointTrainer(joint_cfg, str(cache), orientations=1, also_decode=[str(old), str(new)])
     assert joint.older.weights == (str(old), str(new)) and set(joint.also_decodes) == {model_id(old), model_id(new)}
     joint.run()
+    # --keep-validated: the validated step's EMA weights, loadable like a checkpoint
+    from hyperthumbnail.weights import load_checkpoint_model
+    kept = load_checkpoint_model(tmp_path / "joint" / "validated" / "step_000002.pt").state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in joint.ema.state_dict().items())
     log = list(csv.DictReader(open(tmp_path / "joint" / "log.csv")))
     assert all(float(row["extra_loss"]) > 0 for row in log)
     header = (tmp_path / "joint" / "val.csv").read_text().splitlines()[0].split(",")

@@ -64,6 +64,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="best.pt: only validations whose mean thumbnail PSNR reaches this count")
     p.add_argument("--select-min-thumbnail-worst", type=float, default=None,
                    help="best.pt: ... and whose worst image's thumbnail reaches this")
+    p.add_argument("--keep-validated", action="store_true",
+                   help="also keep each validated step's EMA weights as RUN_DIR/validated/step_N.pt (~10 MB each): "
+                   "a step over the bpp bar can still ship through `release export --fit-bpp`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -112,7 +115,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         val_every=args.val_every, checkpoint_minutes=args.checkpoint_minutes, init_weights=args.init_weights,
         rate_prefit_steps=args.rate_prefit_steps, select_max_bpp=args.select_max_bpp,
         select_min_thumbnail_psnr=args.select_min_thumbnail_psnr,
-        select_min_thumbnail_worst=args.select_min_thumbnail_worst, val_target_bpp=args.val_target_bpp,
+        select_min_thumbnail_worst=args.select_min_thumbnail_worst, keep_validated=args.keep_validated,
+        val_target_bpp=args.val_target_bpp,
         val_bpp_gain=args.val_bpp_gain,
         val_min_thumbnail_psnr=args.val_min_thumbnail_psnr, val_min_thumbnail_worst=args.val_min_thumbnail_worst,
         objective=replace(ObjectiveConfig(), target_bpp=args.target_bpp, min_thumbnail_psnr=args.min_thumbnail_psnr,

@@ -52,6 +52,7 @@ class TrainConfig:
     select_max_bpp: float | None = None  # default: the objective's target + 1/15 (0.32 at 0.30)
     select_min_thumbnail_psnr: float = 31.0
     select_min_thumbnail_worst: float | None = None  # best.pt also needs the worst image's thumbnail this high
+    keep_validated: bool = False     # also keep every validated step's EMA weights (RUN_DIR/validated/step_N.pt)
     # Steer the training targets from validation on real files (None: leave them fixed):
     val_target_bpp: float | None = None             # mean whole-file bpp the run should land on
     # Fraction of the log bpp ratio applied per validation: the bpp answers a move ~750 steps
@@ -394,6 +395,11 @@ class Trainer:
         if ok and val["psnr"] > self.best_score:
             self.best_score = val["psnr"]
             save_checkpoint(self.best_path, self.state())
+        if cfg.keep_validated:  # what `release export --fit-bpp` can still bring under the bpp bar
+            ema = self.ema.state_dict()
+            save_checkpoint(self.run_dir / "validated" / f"step_{self.step:06d}.pt",
+                            {"model_config": self.model.config.to_dict(), "ema": ema, "model": ema, "step": self.step,
+                             "validation": val})
         steer = self._steer_targets(val) if bar is not None else ""
         msg = (f"step {self.step}: val bpp {val['bpp']:.4f}  HR {val['psnr']:.2f} dB  thumb {val['lr_psnr']:.2f} dB "
                f"(worst {val['lr_psnr_worst']:.2f}){steer}")
