@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def export(checkpoint: Path, out: Path, also_decodes: Sequence[str] = (), table_
 
 
 def fit_table_scale(checkpoint: Path, out: Path, also_decodes: Sequence[str], data: Path, target_bpp: float,
-                    tolerance: float = 2e-4, probes: int = 12, report=print) -> float:
+                    tolerance: float = 2e-4, probes: int = 12, report: Callable[[str], None] = print) -> float:
     """Export the checkpoint with the table scale whose files average `target_bpp` on `data` (the
     validation set), within `tolerance`, else the closest one under it: training steers the rate
     towards a target, but a checkpoint lands a few thousandths off it. Each probe measures the
