@@ -183,15 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--card", type=Path, help="JSON of card fields (version, checkpoint, date, runs to append, ...)")
     args = parser.parse_args(argv)
     try:
-        if args.step == "export" and args.fit_bpp is not None:
-            if args.fit_data is None:
-                raise ValueError("--fit-bpp needs --fit-data (the validation photos)")
-            scale = fit_table_scale(args.checkpoint, args.out, args.also_decode, args.fit_data, args.fit_bpp)
-            print(f"wrote {args.out} (table scale {scale:.4f} folded; model id {model_id(args.out)}, "
-                  f"serves {', '.join(served_model_ids(args.out))})")
-        elif args.step == "export":
-            print(f"wrote {args.out} (model id {export(args.checkpoint, args.out, args.also_decode)}, "
-                  f"serves {', '.join(served_model_ids(args.out))})")
+        if args.step == "export":
+            folded = ""
+            if args.fit_bpp is not None:
+                if args.fit_data is None:
+                    raise ValueError("--fit-bpp needs --fit-data (the validation photos)")
+                scale = fit_table_scale(args.checkpoint, args.out, args.also_decode, args.fit_data, args.fit_bpp)
+                folded = f"table scale {scale:.4f} folded; "
+            else:
+                export(args.checkpoint, args.out, args.also_decode)
+            print(f"wrote {args.out} ({folded}model id {model_id(args.out)}, serves {', '.join(served_model_ids(args.out))})")
         else:
             card = json.loads(args.card.read_text()) if args.card else {}
             target = ship(args.candidate, args.rd, dict(args.stored), card)
