@@ -6,9 +6,11 @@ long run (`deploy/chart_sizing.py`)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,33 @@ def test_short_soak_through_two_replicas_with_a_replica_killed(tmp_path):
     assert result["shm_leftover_bytes"] == 0 and result["processes_left"] == []
     assert result["memory"]["levels_off"] and len(result["memory_samples"]) >= 30
     assert (out / "soak.png").stat().st_size > 10_000
+
+
+def test_the_sampler_carries_a_peak_between_two_samples_into_the_next(monkeypatch):
+    """A request's buffers can come and go inside one sample's period (the flake a 1-minute soak had:
+    its first third missed the opening's peak): the watcher's peak reaches the next sample, only it."""
+    from hyperthumbnail.benchmarks import soak_probe
+
+    me = os.getpid()
+    pss = {"now": 100}
+    monkeypatch.setattr(soak_probe, "find_replicas", lambda pid: [soak_probe.Replica(me, 0.0, 9000, "none")])
+    monkeypatch.setattr(soak_probe, "tree_pss", lambda pid: pss["now"])
+    monkeypatch.setattr(soak_probe, "tree_memory", lambda pid: {"rss": pss["now"], "pss": pss["now"], "fds": 0,
+                                                                "processes": 1, "pss_by_model": {}})
+    monkeypatch.setattr(soak_probe, "shm_bytes", lambda prefixes=None: 0)
+    monkeypatch.setattr(soak_probe, "triton_counters", lambda port: {"queue_us": 0.0, "requests": 0.0})
+    sampler = soak_probe.Sampler(me, every_s=3600, peak_every_s=0.01).start(time.monotonic())
+    try:
+        pss["now"] = 500
+        time.sleep(0.3)
+        pss["now"] = 100
+        time.sleep(0.1)
+        first, second = sampler.sample(), sampler.sample()
+    finally:
+        sampler.stop()
+    assert first["server_tree_pss"] == 100 and first["server_tree_pss_peak"] == 500
+    assert first["replicas"][0]["pss_peak"] == 500
+    assert second["server_tree_pss_peak"] == 100 and second["replicas"][0]["pss_peak"] == 100
 
 
 def test_every_deployment_gets_the_server_environment():

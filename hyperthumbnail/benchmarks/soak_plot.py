@@ -17,7 +17,7 @@ def plot_soak(record: dict, path: Path) -> None:
     minutes = lambda series: [t / 60 for t, _ in series]  # noqa: E731
     if record["memory_samples"]:
         mem.plot(minutes(record["memory_samples"]), [v / GIB for _, v in record["memory_samples"]],
-                 label="server tree PSS (all replicas)", color="black")
+                 label="server tree PSS (all replicas), most in each sample's interval", color="black")
         mem.plot(minutes(record["rss_samples"]), [v / GIB for _, v in record["rss_samples"]],
                  label="server tree RSS (shared pages counted per process)", color="gray", lw=0.8)
         mem.plot(minutes(record["shm_samples"]), [v / GIB for _, v in record["shm_samples"]],

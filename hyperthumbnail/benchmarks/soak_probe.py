@@ -5,6 +5,11 @@ descriptors, its /dev/shm bytes, and Triton's cumulative queue-time and request 
 PSS (each shared page split between the processes mapping it) is what a tree really holds: the
 stubs map the same /dev/shm region as their server, and RSS would count it twice. Read from
 /proc/PID/smaps_rollup, ~1 ms per process.
+
+A request's buffers live for well under the full sample's period (the Triton metrics scrape and
+/dev/shm listing make one take ~1 s), so a light watcher reads only the PSS every 0.1 s and each
+sample carries the most the tree and each replica held since the one before (`*_pss_peak`):
+judging growth on instants would compare missed peaks with caught ones.
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-__all__ = ["Replica", "find_replicas", "tree_memory", "shm_bytes", "triton_counters", "Sampler"]
+__all__ = ["Replica", "find_replicas", "tree_memory", "tree_pss", "shm_bytes", "triton_counters", "Sampler"]
 
 SHM_DIR = Path("/dev/shm")
 _PREFIX_FLAG = "--backend-config=python,shm-region-prefix-name="
@@ -91,6 +96,16 @@ def tree_memory(pid: int) -> dict:
     return {"rss": rss, "pss": pss, "fds": fds, "processes": len(procs), "pss_by_model": by_model}
 
 
+def tree_pss(pid: int) -> int:
+    """Summed PSS of a process and its descendants, without tree_memory's fds and per-model split."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    return sum(_rollup(proc.pid)[1] for proc in procs)
+
+
 def _model_of(cmdline: list[str]) -> str:
     """The model a Python-backend stub serves (its first argument is MODEL/VERSION/model.py)."""
     for arg in cmdline[1:]:
@@ -133,15 +148,36 @@ def triton_counters(metrics_port: int) -> dict:
 
 @dataclass
 class Sampler:
-    """Samples the serve tree every `every_s` seconds in a thread, from `start()` to `stop()`."""
+    """Samples the serve tree every `every_s` seconds in a thread, from `start()` to `stop()`, and
+    watches its PSS every `peak_every_s` in another (the peaks since the previous sample)."""
     serve_pid: int
     every_s: float = 2.0
+    peak_every_s: float = 0.1
     samples: list[dict] = field(default_factory=list)
     seen_pids: dict[int, float] = field(default_factory=dict)   # pid -> create time, for the leftover check
     prefixes: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
     _t0: float = 0.0
+    _peaks: dict[int, int] = field(default_factory=dict)   # metrics port -> most PSS since the last sample
+    _tree_peak: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _watch_peaks(self) -> None:
+        while not self._stop.wait(self.peak_every_s):
+            self._note_peaks({r.metrics_port: tree_pss(r.pid) for r in find_replicas(self.serve_pid)})
+
+    def _note_peaks(self, pss_by_port: dict[int, int]) -> None:
+        with self._lock:
+            for port, pss in pss_by_port.items():
+                self._peaks[port] = max(self._peaks.get(port, 0), pss)
+            self._tree_peak = max(self._tree_peak, sum(pss_by_port.values()))
+
+    def _take_peaks(self) -> tuple[dict[int, int], int]:
+        with self._lock:
+            peaks, tree = self._peaks, self._tree_peak
+            self._peaks, self._tree_peak = {}, 0
+        return peaks, tree
 
     def sample(self) -> dict:
         t = time.monotonic() - self._t0
@@ -161,7 +197,12 @@ class Sampler:
                         if c.name() == "nginx")
         except psutil.Error:
             nginx = 0
+        self._note_peaks({r["metrics_port"]: r["pss"] for r in replicas})
+        peaks, tree_peak = self._take_peaks()
+        for r in replicas:
+            r["pss_peak"] = peaks.get(r["metrics_port"], r["pss"])
         record = {"t": round(t, 2), "replicas": replicas, "server_tree_pss": sum(r["pss"] for r in replicas),
+                  "server_tree_pss_peak": tree_peak,
                   "server_tree_rss": sum(r["rss"] for r in replicas), "shm_bytes": sum(r["shm_bytes"] for r in replicas),
                   "fds": sum(r["fds"] for r in replicas), "nginx_pss": nginx,
                   "serve_pss": _rollup(self.serve_pid)[1]}
@@ -175,14 +216,16 @@ class Sampler:
     def start(self, t0: float) -> Sampler:
         self._t0 = t0
         self.sample()
-        self._thread = threading.Thread(target=self._loop, name="soak-sampler", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name="soak-sampler", daemon=True),
+                         threading.Thread(target=self._watch_peaks, name="soak-peaks", daemon=True)]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
 
 def queue_by_minute(replica_samples: list) -> list[list[float]]:
