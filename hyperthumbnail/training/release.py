@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--fit-bpp", type=float, metavar="BPP",
                     help="fold into the QPM the table scale whose files average BPP on --fit-data (the validation set)")
     ex.add_argument("--fit-data", type=Path, help="photos for --fit-bpp (e.g. ../shared/datasets/kodak)")
+    ex.add_argument("--fit-tolerance", type=float, default=2e-4, metavar="BPP",
+                    help="how close to --fit-bpp is close enough (a target near a bar wants it small)")
     sh = sub.add_parser("ship", help="install a measured candidate as the shipped weights of its scale")
     sh.add_argument("candidate", type=Path)
     sh.add_argument("--rd", type=Path, required=True, help="rd.json of `bench rd --weights CANDIDATE`")
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.fit_bpp is not None:
                 if args.fit_data is None:
                     raise ValueError("--fit-bpp needs --fit-data (the validation photos)")
-                scale = fit_table_scale(args.checkpoint, args.out, args.also_decode, args.fit_data, args.fit_bpp)
+                scale = fit_table_scale(args.checkpoint, args.out, args.also_decode, args.fit_data, args.fit_bpp,
+                                        args.fit_tolerance)
                 folded = f"table scale {scale:.4f} folded; "
             else:
                 export(args.checkpoint, args.out, args.also_decode)
