@@ -75,12 +75,19 @@ def _rollup(pid: int) -> tuple[int, int]:
     return rss, pss
 
 
-def tree_memory(pid: int) -> dict:
-    """Summed RSS, PSS and open fds of a process and its descendants, and how many there are."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and its descendants; [] if it is gone."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
+        return []
+
+
+def tree_memory(pid: int) -> dict:
+    """Summed RSS, PSS and open fds of a process and its descendants, and how many there are."""
+    procs = _tree(pid)
+    if not procs:
         return {"rss": 0, "pss": 0, "fds": 0, "processes": 0}
     rss = pss = fds = 0
     by_model: dict[str, int] = {}
@@ -98,12 +105,7 @@ def tree_memory(pid: int) -> dict:
 
 def tree_pss(pid: int) -> int:
     """Summed PSS of a process and its descendants, without tree_memory's fds and per-model split."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    return sum(_rollup(proc.pid)[1] for proc in procs)
+    return sum(_rollup(proc.pid)[1] for proc in _tree(pid))
 
 
 def _model_of(cmdline: list[str]) -> str:
