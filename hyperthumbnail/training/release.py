@@ -31,6 +31,7 @@ __all__ = ["export", "measured_block", "ship"]
 
 # Card fields derived from the weights file itself: never carried over from the previous card.
 DERIVED_FIELDS = ("config", "model_id", "served_model_ids", "sha256", "measured")
+FIT_TOLERANCE_BPP = 2e-4  # fit_table_scale's and `export --fit-tolerance`'s default
 
 
 def export(checkpoint: Path, out: Path, also_decodes: Sequence[str] = (), table_scale: float = 1.0) -> str:
@@ -46,7 +47,7 @@ def export(checkpoint: Path, out: Path, also_decodes: Sequence[str] = (), table_
 
 
 def fit_table_scale(checkpoint: Path, out: Path, also_decodes: Sequence[str], data: Path, target_bpp: float,
-                    tolerance: float = 2e-4, probes: int = 12, report: Callable[[str], None] = print) -> float:
+                    tolerance: float = FIT_TOLERANCE_BPP, probes: int = 12, report: Callable[[str], None] = print) -> float:
     """Export the checkpoint with the table scale whose files average `target_bpp` on `data` (the
     validation set), within `tolerance`, else the closest one under it: training steers the rate
     towards a target, but a checkpoint lands a few thousandths off it. Each probe measures the
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--fit-bpp", type=float, metavar="BPP",
                     help="fold into the QPM the table scale whose files average BPP on --fit-data (the validation set)")
     ex.add_argument("--fit-data", type=Path, help="photos for --fit-bpp (e.g. ../shared/datasets/kodak)")
-    ex.add_argument("--fit-tolerance", type=float, default=2e-4, metavar="BPP",
+    ex.add_argument("--fit-tolerance", type=float, default=FIT_TOLERANCE_BPP, metavar="BPP",
                     help="how close to --fit-bpp is close enough (a target near a bar wants it small)")
     sh = sub.add_parser("ship", help="install a measured candidate as the shipped weights of its scale")
     sh.add_argument("candidate", type=Path)
