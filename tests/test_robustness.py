@@ -354,6 +354,14 @@ def test_cli_failure_modes_are_one_line(capsys, tmp_path, good_thumbnail):
         assert_one_line_error(code, err, argv[0], *needles)
 
 
+def test_free_ports_are_never_handed_out_twice():
+    """A server asks for three ports before it binds any: two of them once came back equal in CI."""
+    from hyperthumbnail.serving.server_process import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_cli_with_the_server_down_is_one_line(capsys, tmp_path, protocol):
     from hyperthumbnail.serving.server_process import free_port

@@ -37,25 +37,43 @@ def _ephemeral_ports() -> range:
         return range(32768, 61000)
 
 
+# Ports this process has handed out: a server asks for three (HTTP, gRPC, metrics) before it binds
+# any, so a port that is still free may already be promised to the same server or its neighbour.
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now (tests and replicas start servers on these).
+    """A TCP port that is free right now and not handed out before by this process.
 
     Chosen outside the ephemeral range: a port the kernel hands out with bind(0) can be taken as
     the source port of an outgoing connection (a client, a readiness probe) before the server
     binds it, which made replica starts fail with "Address already in use".
     """
     ephemeral = _ephemeral_ports()
-    candidates = [p for p in range(20000, 32768) if p not in ephemeral] or list(range(20000, 30000))
-    for port in secrets.SystemRandom().sample(candidates, 64):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine: any free port
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    with _handed_out_lock:
+        candidates = [p for p in range(20000, 32768) if p not in ephemeral and p not in _handed_out]
+        candidates = candidates or [p for p in range(20000, 30000) if p not in _handed_out]
+        for port in secrets.SystemRandom().sample(candidates, min(64, len(candidates))):
+            if _bindable(host, port):
+                _handed_out.add(port)
+                return port
+        while True:  # a crowded machine: any free port the kernel picks
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class TritonServer:
