@@ -57,3 +57,27 @@ def test_quantization_clamps_to_the_baseline_limit():
     huge = torch.full((1, 3, 64, 1, 1), 1e7)
     q, _ = model.quantize(huge)
     assert q.abs().max() == COEF_LIMIT
+
+
+def test_the_served_split_reads_the_thumbnail_before_bf16_rounds_it():
+    """The served decoder splits one conv later than training (`Decoder.head_features`): the same
+    photo either way, and the body's head conv reads the exact float features, so rounding the
+    body's input to bf16 (what an OpenVINO bf16 body does) costs less than half as much."""
+    from hyperthumbnail.codec.images import load_image
+    from hyperthumbnail.serving.demo import SAMPLE_PHOTOS
+    from hyperthumbnail.weights import default_weights_path, load_model
+
+    model = load_model(default_weights_path(4), 4).eval()
+    photo = np.array(load_image(SAMPLE_PHOTOS / "maple.jpg")[:256, :384])
+    hr = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        q, tables = model.quantize(image_to_coefficients(model.encoder(hr)))
+        decoder = model.decoder
+        reference = decoder(q, tables)
+        head_features = decoder.head_features(q, tables)
+        torch.testing.assert_close(decoder.body_from_head_features(head_features), reference, rtol=0, atol=1e-5)
+        as_trained = decoder.body_from_features(decoder.features(q, tables).bfloat16().float())
+        as_served = decoder.body_from_head_features(head_features.bfloat16().float())
+    error = {name: float(((out - reference) * 255).square().mean()) for name, out in
+             {"trained split": as_trained, "served split": as_served}.items()}
+    assert error["served split"] < 0.6 * error["trained split"], error

@@ -82,11 +82,10 @@ def graph_gmacs(graph_dir: Path, width: int, height: int, scale: int) -> dict[st
 
     grid = (math.ceil(height / (8 * scale)), math.ceil(width / (8 * scale)))
     body = onnx.load(str(graph_dir / "decoder_body.onnx"), load_external_data=False)
-    weights = {t.name: list(t.dims) for t in body.graph.initializer}
-    head = next((n for n in body.graph.node if n.op_type == "Conv" and n.input[0] == "features"), None)
-    if head is None:
-        raise ValueError(f"{graph_dir / 'decoder_body.onnx'}: no convolution reads 'features' (not a decoder body?)")
-    feature_channels = weights[head.input[1]][1]  # (out, in, kh, kw)
+    features = next((i for i in body.graph.input if i.name == "features"), None)
+    if features is None:
+        raise ValueError(f"{graph_dir / 'decoder_body.onnx'}: no input 'features' (not a decoder body?)")
+    feature_channels = features.type.tensor_type.shape.dim[1].dim_value  # fixed by the model (export)
     shapes = {
         "encoder": {"image": (1, 3, 8 * scale * grid[0], 8 * scale * grid[1])},
         "qpm": {"coefficients": (1, 3, 64, *grid), "table_scale": (1,)},

@@ -61,23 +61,25 @@ def run(args: argparse.Namespace) -> int:
     width, height = parse_resolution(args.resolution)
     precision = graph_precisions("openvino", "auto", names=("decoder_body",))["decoder_body"]
     blocks = (-(-height // 32), -(-width // 32))  # the padded photo's 8x8 blocks at LR
-    features = np.random.default_rng(0).random((1, 27, 8 * blocks[0], 8 * blocks[1]), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    # the body reads [thumbnail (3), its head conv's output (width)] (`Decoder.head_features`)
+    features = {w: rng.random((1, 3 + shapes[w][0], 8 * blocks[0], 8 * blocks[1]), dtype=np.float32) for w in widths}
     times: dict[str, list[float]] = {w: [] for w in widths}
     with tempfile.TemporaryDirectory(prefix="hyperthumbnail-width-") as tmp:
         bodies = {w: make_runner(export_body(shapes[w][0], Path(tmp) / f"body_{w}.onnx", shapes[w][1]), "openvino",
                                  precision, args.threads) for w in widths}
-        for body in bodies.values():
-            body.run({"features": features})  # kernels prepared for this shape
+        for w, body in bodies.items():
+            body.run({"features": features[w]})  # kernels prepared for this shape
         for _ in range(args.repeats):
             for w, body in bodies.items():
                 start = time.perf_counter()
-                body.run({"features": features})
+                body.run({"features": features[w]})
                 times[w].append(round((time.perf_counter() - start) * 1e3, 1))
     median = {w: statistics.median(t) for w, t in times.items()}
     record = {
         "meta": {"created": utc_now(), "command": shlex.join(["hyperthumbnail", *sys.argv[1:]]),
                  "machine": machine_info(), "precision": precision, "threads": args.threads,
-                 "resolution": [width, height], "features_shape": list(features.shape)},
+                 "resolution": [width, height], "features_shapes": {w: list(f.shape) for w, f in features.items()}},
         "runs_ms": {str(w): t for w, t in times.items()},
         "median_ms": {str(w): m for w, m in median.items()},
         "ratio_to_first": {str(w): round(m / median[widths[0]], 3) for w, m in median.items()},

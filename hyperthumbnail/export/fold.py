@@ -49,8 +49,9 @@ def bicubic_phase_weights(scale: int, channels: int = 3) -> torch.Tensor:
 
 
 class FoldedDecoderBody(nn.Module):
-    """LR features -> HR image (not clamped), equal to `decoder.body_from_features` within float
-    rounding: body tail conv + the bicubic skip as a 3 -> 3*s*s conv at LR, one pixel shuffle."""
+    """LR head features (`Decoder.head_features`) -> HR image (not clamped), equal to
+    `decoder.body_from_head_features` within float rounding: body tail conv + the bicubic skip as
+    a 3 -> 3*s*s conv at LR, one pixel shuffle."""
 
     def __init__(self, decoder: Decoder):
         super().__init__()
@@ -61,7 +62,7 @@ class FoldedDecoderBody(nn.Module):
     def phases(self, features: torch.Tensor) -> torch.Tensor:
         """(B, 3*s*s, h, w): the HR image before its pixel shuffle (body tail + folded skip)."""
         body = self.decoder.body
-        h = body.head(features)
+        h = features[:, 3:]  # the head conv ran in the features graph
         tail = body.tail[0](h + body.body(h))  # the tail conv, before its pixel shuffle
         lr = F.pad(features[:, :3], (RADIUS,) * 4, mode="replicate")
         return tail + F.conv2d(lr, self.skip_weight.to(lr.dtype), groups=lr.shape[1])

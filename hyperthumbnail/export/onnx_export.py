@@ -29,8 +29,9 @@ from .fold import FoldedDecoderBody
 
 DEFAULT_OPSET = 18  # the torch.export exporter's native opset; TensorRT 10 parses up to 22
 GRAPH_NAMES = ("encoder", "qpm", "decoder")
-# The decoder split in two for tiling (runtime/tiling.py): the coefficient branch has a receptive
-# field of ~35 blocks, the body only ~36 LR pixels, so only the body is tiled. Both end as the
+# The decoder split in two for tiling (runtime/tiling.py): the coefficient branch and the body's
+# head conv (`Decoder.head_features`) have a receptive field of ~36 blocks, the rest of the body
+# only ~36 LR pixels, so mostly the body is tiled. Both end as the
 # deployed image does: uint8 HWC (clamp, x255, round half to even inside the graph).
 SPLIT_DECODER_NAMES = ("decoder_features", "decoder_body")
 # The graphs that end in the decoder body, whose bicubic skip export folds (fold.py).
@@ -133,7 +134,7 @@ class _ReadableBody(nn.Module):
         self.decoder = model.decoder
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.decoder.body_from_features(features)
+        return self.decoder.body_from_head_features(features)
 
     def uint8_hwc(self, features: torch.Tensor) -> torch.Tensor:
         return to_uint8_hwc(self(features).clamp(0.0, 1.0))
@@ -156,7 +157,7 @@ class DecoderGraph(nn.Module):
         self.body = body_module(model, fold_skip)
 
     def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        return self.body(self.model.decoder.features(quantized.float(), tables.float())).clamp(0.0, 1.0)
+        return self.body(self.model.decoder.head_features(quantized.float(), tables.float())).clamp(0.0, 1.0)
 
 
 def to_uint8_hwc(image: torch.Tensor) -> torch.Tensor:
@@ -171,19 +172,20 @@ class DecoderU8Graph(DecoderGraph):
     """quantized (int32) + tables (int32) -> HR image, uint8 HWC (no float HR image leaves)."""
 
     def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        return self.body.uint8_hwc(self.model.decoder.features(quantized.float(), tables.float()))
+        return self.body.uint8_hwc(self.model.decoder.head_features(quantized.float(), tables.float()))
 
 
 class DecoderFeaturesGraph(nn.Module):
-    """quantized + tables -> the decoder body's input at LR: [JPEG thumbnail (3), coefficient
-    branch (coef_feats)] (B, 3 + coef_feats, 8h, 8w)."""
+    """quantized + tables -> the decoder body's input at LR: [JPEG thumbnail (3), the body's head
+    conv (decoder_feats)] (B, 3 + decoder_feats, 8h, 8w), `Decoder.head_features`. The head runs
+    here, in f32, because bf16 would round the float thumbnail it reads (model/decoder.py)."""
 
     def __init__(self, model: HyperThumbnail):
         super().__init__()
         self.model = model
 
     def forward(self, quantized: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
-        return self.model.decoder.features(quantized.float(), tables.float())
+        return self.model.decoder.head_features(quantized.float(), tables.float())
 
 
 class DecoderBodyGraph(nn.Module):
@@ -212,11 +214,11 @@ def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...
         return coefficients.to(device), torch.ones(2, device=device)
     q, tables = model.encode(image.to(device))
     if name == "decoder_body":
-        return (model.decoder.features(q.float(), tables.float()),)
+        return (model.decoder.head_features(q.float(), tables.float()),)
     return q.to(torch.int32), tables.to(torch.int32)
 
 
-# Named in the specs but fixed by the model's config (3 + coef_feats), not by the input.
+# Named in the specs but fixed by the model's config (3 + decoder_feats), not by the input.
 _MODEL_FIXED_DIMS = frozenset({"feature_channels"})
 
 

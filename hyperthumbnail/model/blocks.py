@@ -51,5 +51,8 @@ class EDSRLite(nn.Module):
             nn.init.zeros_(self.tail[0].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(x)
+        return self.from_head(self.head(x))
+
+    def from_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Everything after the head conv (the served decoder splits its graphs there)."""
         return self.tail(h + self.body(h))

@@ -7,8 +7,8 @@ encoder U-Net's /4 stride, so strided convolutions, pixel (un)shuffles and JPEG 
 
 Only the convolutional parts tile. The QPM averages its MLP over all blocks of the image (the
 tables are image-wide), so it runs once on the whole coefficient array (small: 1/16 of the HR
-pixels at scale 4). The decoder is two graphs: its coefficient branch (`decoder_features`, at
-block resolution) has a receptive field of 35 blocks, so it runs whole up to
+pixels at scale 4). The decoder is two graphs: its coefficient branch and the body's head conv
+(`decoder_features`, mostly at block resolution) have a receptive field of 36 blocks, so it runs whole up to
 `DEFAULT_FEATURE_TILE_BLOCKS` blocks (6144x4096, 25.2 MP at scale 4) and in a few large tiles above
 (a 48 MP photo: 4 tiles, 1.74x its compute, itself ~5% of the decoder's MACs); the decoder body
 runs in tiles of `DEFAULT_TILE_PIXELS` with a 5-block margin, or whole up to
@@ -44,12 +44,14 @@ __all__ = [
 # Encoder (LR pixels): bicubic base 2; U-Net head 1 + RDB 5 + stride-2 conv 1 + RDB 5x2 + stride-2
 # conv 1x2 + RDB 5x4 + conv 1x4 + shuffle 2 + RDB 5x2 + conv 1x2 + shuffle 1 + RDB 5 + tail 1 = 64.
 ENCODER_MARGIN_BLOCKS = 9
-# Decoder body (LR pixels): EDSR head 1 + 16 blocks x 2 + conv 1 + tail 1 = 35, bicubic up 2 = 37.
+# Decoder body (LR pixels): 16 blocks x 2 + conv 1 + tail 1 = 34, bicubic up 2 = 36 (its head conv
+# runs in the features graph, `Decoder.head_features`).
 DECODER_BODY_MARGIN_BLOCKS = 5
-# Decoder coefficient branch (blocks, exact): EDSR head 1 + 16 residual blocks x 2 + conv 1 +
-# tail 1 = 35; the IDCT and the x8 pixel shuffle stay inside a block. tests/test_tiling.py
-# perturbs one block and checks that the change reaches exactly 35 blocks.
-DECODER_FEATURES_MARGIN_BLOCKS = 35
+# Decoder features (blocks): the coefficient branch, exact: EDSR head 1 + 16 residual blocks x 2 +
+# conv 1 + tail 1 = 35 (the IDCT and the x8 pixel shuffle stay inside a block), then the body's head
+# conv at LR reaches one pixel into a 36th. tests/test_tiling.py perturbs one block and checks that
+# the change reaches 36 blocks.
+DECODER_FEATURES_MARGIN_BLOCKS = 36
 # Largest tile, in HR pixels including margins: a tile of this size keeps a 20 MP encode under
 # 3 GiB and a decode under 2 GiB peak RSS (docs/benchmarks.md).
 DEFAULT_TILE_PIXELS = 8_000_000
