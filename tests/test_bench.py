@@ -486,7 +486,7 @@ def test_fold_bench_compares_the_two_body_forms(tmp_path):
     assert row["photo"] == "small.png" and row["folded_vs_unfolded_db"] >= 45 and row["max_level_difference"] <= 4
     assert abs(row["hr_psnr_folded"] - row["hr_psnr_unfolded"]) < 0.05
     assert summary["body_median_ms"]["folded"] > 0 and summary["speedup"] > 0
-    assert record["meta"]["body_features_shape"] == [1, 27, 48, 64]
+    assert record["meta"]["body_features_shape"] == [1, 30, 48, 64]
 
 
 def test_versus_runs_a_git_revision_beside_this_checkout(tmp_path):
@@ -536,7 +536,7 @@ def test_decoder_width_bench_times_each_width(tmp_path):
     assert cli(["bench", "decoder-width", "--widths", "24,32,32x2", "--resolution", "250x190", "--repeats", "1",
                 "--threads", "1", "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "decoder_width.json").read_text())
-    # 250x190 padded to 8x8 blocks of 32x32; the body reads the thumbnail + its head conv's W channels
-    assert record["meta"]["features_shapes"] == {"24": [1, 27, 48, 64], "32": [1, 35, 48, 64], "32x2": [1, 35, 48, 64]}
+    # 250x190 padded to 8x8 blocks of 32x32; the body reads the thumbnail (2 x 3) + its head conv's W channels
+    assert record["meta"]["features_shapes"] == {"24": [1, 30, 48, 64], "32": [1, 38, 48, 64], "32x2": [1, 38, 48, 64]}
     assert record["ratio_to_first"]["24"] == 1.0 and record["median_ms"]["32"] > 0
     assert record["median_ms"]["32x2"] > 0 and parse_shape("32x2") == (32, 2) and parse_shape("24") == (24, 16)

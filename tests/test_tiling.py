@@ -241,7 +241,7 @@ def test_tiled_decoder_features_are_bit_exact(graphs, runtime, monkeypatch):
     whole = decode_features_tiled(run, quantized, tables, max_tile_blocks=None)
     area = 80 * 130  # columns: a 58-block core + 2 x 36
     assert len(plan_tiles(80, 240, tiling.DECODER_FEATURES_MARGIN_BLOCKS, area)) == 3
-    assert whole.shape == (27, 640, 1920)  # 3 thumbnail + 24 head channels and whole.dtype == np.float32
+    assert whole.shape == (30, 640, 1920)  # the thumbnail in 2 x 3 + 24 head channels and whole.dtype == np.float32
     np.testing.assert_array_equal(decode_features_tiled(run, quantized, tables, max_tile_blocks=area), whole)
     monkeypatch.setattr(tiling, "DECODER_FEATURES_MARGIN_BLOCKS", 30)  # below the receptive field
     assert not np.array_equal(decode_features_tiled(run, quantized, tables, max_tile_blocks=area), whole)

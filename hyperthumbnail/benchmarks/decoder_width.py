@@ -54,6 +54,8 @@ def export_body(width: int, path: Path, blocks: int | None = None) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model.decoder import HEAD_FEATURES_THUMBNAIL_CHANNELS
+
     if args.repeats < 1:
         raise ValueError("--repeats must be at least 1")
     widths = [w.strip() for w in args.widths.split(",")]
@@ -62,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     precision = graph_precisions("openvino", "auto", names=("decoder_body",))["decoder_body"]
     blocks = (-(-height // 32), -(-width // 32))  # the padded photo's 8x8 blocks at LR
     rng = np.random.default_rng(0)
-    # the body reads [thumbnail (3), its head conv's output (width)] (`Decoder.head_features`)
-    features = {w: rng.random((1, 3 + shapes[w][0], 8 * blocks[0], 8 * blocks[1]), dtype=np.float32) for w in widths}
+    # the body reads [thumbnail in two parts (6), its head conv's output (width)] (`Decoder.head_features`)
+    features = {w: rng.random((1, HEAD_FEATURES_THUMBNAIL_CHANNELS + shapes[w][0], 8 * blocks[0], 8 * blocks[1]),
+                               dtype=np.float32) for w in widths}
     times: dict[str, list[float]] = {w: [] for w in widths}
     with tempfile.TemporaryDirectory(prefix="hyperthumbnail-width-") as tmp:
         bodies = {w: make_runner(export_body(shapes[w][0], Path(tmp) / f"body_{w}.onnx", shapes[w][1]), "openvino",

@@ -176,9 +176,9 @@ class DecoderU8Graph(DecoderGraph):
 
 
 class DecoderFeaturesGraph(nn.Module):
-    """quantized + tables -> the decoder body's input at LR: [JPEG thumbnail (3), the body's head
-    conv (decoder_feats)] (B, 3 + decoder_feats, 8h, 8w), `Decoder.head_features`. The head runs
-    here, in f32, because bf16 would round the float thumbnail it reads (model/decoder.py)."""
+    """quantized + tables -> the decoder body's input at LR: [JPEG thumbnail in two parts (6), the
+    body's head conv (decoder_feats)] (B, 6 + decoder_feats, 8h, 8w), `Decoder.head_features`. The
+    head runs here, in f32, because bf16 would round the float thumbnail it reads (model/decoder.py)."""
 
     def __init__(self, model: HyperThumbnail):
         super().__init__()
@@ -218,7 +218,7 @@ def _example_inputs(model: HyperThumbnail, name: str) -> tuple[torch.Tensor, ...
     return q.to(torch.int32), tables.to(torch.int32)
 
 
-# Named in the specs but fixed by the model's config (3 + decoder_feats), not by the input.
+# Named in the specs but fixed by the model's config (6 + decoder_feats), not by the input.
 _MODEL_FIXED_DIMS = frozenset({"feature_channels"})
 
 
