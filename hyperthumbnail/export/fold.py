@@ -51,7 +51,7 @@ def bicubic_phase_weights(scale: int, channels: int = 3) -> torch.Tensor:
 class FoldedDecoderBody(nn.Module):
     """LR head features (`Decoder.head_features`) -> HR image (not clamped), equal to
     `decoder.body_from_head_features` within float rounding: body tail conv + the bicubic skip as
-    a 3 -> 3*s*s conv at LR, one pixel shuffle."""
+    3 -> 3*s*s grouped convs at LR (the thumbnail and the kernel in two parts each), one pixel shuffle."""
 
     def __init__(self, decoder: Decoder):
         super().__init__()

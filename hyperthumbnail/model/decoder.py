@@ -59,7 +59,7 @@ class Decoder(nn.Module):
 
     def head_features(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
         """What the served decoder_features graph hands the body, at LR: the JPEG thumbnail in two
-        parts (`THUMBNAIL_STEPS`) and the body's head conv of `features`, which reads them exact."""
+        parts (`THUMBNAIL_STEPS`) and the body's head conv of the exact `features`."""
         features = self.features(q, tables)
         lr = features[:, :3]
         coarse = torch.round(lr * THUMBNAIL_STEPS) / THUMBNAIL_STEPS
