@@ -26,7 +26,7 @@ def concat_form(self, x):
     coarse, rest = (F.pad(x[:, i:i + 3], (fold.RADIUS,) * 4, mode="replicate") for i in (0, 3))
     # per colour c: [coarse_c, coarse_c, rest_c] with [w, w_rest, w]
     parts = torch.stack([coarse, coarse, rest], dim=2).flatten(1, 2)  # (B, 9, H, W), colour-major
-    w, wr = self.skip_weight, self.skip_weight_rest  # (48, 1, 5, 5)
+    w, wr = self.skip_weight_coarse, self.skip_weight_rest  # (48, 1, 5, 5)
     weight = torch.cat([w, wr, w], dim=1)  # (48, 3, 5, 5): group c reads its 3 channels
     return tail + F.conv2d(parts, weight.to(x.dtype), groups=3)
 
@@ -36,7 +36,7 @@ def dense_form(self, x):
     tail = body.tail[0](h + body.body(h))
     coarse, rest = (F.pad(x[:, i:i + 3], (fold.RADIUS,) * 4, mode="replicate") for i in (0, 3))
     parts = torch.cat([coarse, coarse, rest], dim=1)  # (B, 9, H, W)
-    w, wr = self.skip_weight, self.skip_weight_rest
+    w, wr = self.skip_weight_coarse, self.skip_weight_rest
     s2 = w.shape[0] // 3
     dense = torch.zeros(w.shape[0], 9, 5, 5)
     for c in range(3):

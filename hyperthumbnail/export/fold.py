@@ -61,7 +61,7 @@ class FoldedDecoderBody(nn.Module):
         # in two parts too (the first exact in bf16, as the thumbnail's): a bf16 graph would round
         # the kernel to 8 significant bits (Kodak, v4.5: +0.0007 dB on top of the thumbnail's split)
         coarse = weight.to(torch.bfloat16).float()
-        self.register_buffer("skip_weight", coarse, persistent=False)
+        self.register_buffer("skip_weight_coarse", coarse, persistent=False)
         self.register_buffer("skip_weight_rest", weight - coarse, persistent=False)
 
     def phases(self, features: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ class FoldedDecoderBody(nn.Module):
         h = features[:, HEAD_FEATURES_THUMBNAIL_CHANNELS:]  # the head conv ran in the features graph
         tail = body.tail[0](h + body.body(h))  # the tail conv, before its pixel shuffle
         coarse, rest = (F.pad(features[:, i:i + 3], (RADIUS,) * 4, mode="replicate") for i in (0, 3))
-        weight, weight_rest = self.skip_weight.to(coarse.dtype), self.skip_weight_rest.to(coarse.dtype)
+        weight, weight_rest = self.skip_weight_coarse.to(coarse.dtype), self.skip_weight_rest.to(coarse.dtype)
         # the bicubic skip of (coarse + rest) with (weight + weight_rest), less rest x weight_rest (~2^-17)
         skip = F.conv2d(coarse, weight, groups=3) + F.conv2d(coarse, weight_rest, groups=3) + F.conv2d(rest, weight, groups=3)
         return tail + skip

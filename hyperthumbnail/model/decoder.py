@@ -54,8 +54,7 @@ class Decoder(nn.Module):
     def body_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """`features` (or any crop of them) -> HR RGB (not clamped). Each output pixel depends
         on features within ~36 LR pixels only, so crops with that margin tile exactly."""
-        up = F.interpolate(features[:, :3], scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return up + self.body(features)
+        return self._rebuild(features[:, :3], self.body.head(features))
 
     def head_features(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
         """What the served decoder_features graph hands the body, at LR: the JPEG thumbnail in two
@@ -67,9 +66,12 @@ class Decoder(nn.Module):
 
     def body_from_head_features(self, x: torch.Tensor) -> torch.Tensor:
         """`head_features` (or any crop of them) -> HR RGB: `body_from_features` one conv later."""
-        lr = x[:, :3] + x[:, 3:HEAD_FEATURES_THUMBNAIL_CHANNELS]
+        return self._rebuild(x[:, :3] + x[:, 3:HEAD_FEATURES_THUMBNAIL_CHANNELS], x[:, HEAD_FEATURES_THUMBNAIL_CHANNELS:])
+
+    def _rebuild(self, lr: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The thumbnail `lr` upsampled bicubic plus the body's detail from its head conv's output `h`."""
         up = F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        return up + self.body.from_head(x[:, HEAD_FEATURES_THUMBNAIL_CHANNELS:])
+        return up + self.body.from_head(h)
 
     def forward(self, q: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
         """q: (B,3,64,h,w) quantized coefficients (float), tables: (B,2,64) -> (B,3,8hs,8ws)."""
